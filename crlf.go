@@ -1,0 +1,181 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+)
+
+// CRLFMode says how line ends in the DATA stream are handled and which ones a
+// command line may have. In every mode DATA ends only on <CRLF>.<CRLF>.
+type CRLFMode int
+
+const (
+	// CRLFEnsure (the default, as Postfix's "normalize") accepts CRLF and bare LF line
+	// ends and stores every line with CRLF. A bare CR is kept as data, never deleted.
+	CRLFEnsure CRLFMode = iota
+	// CRLFLeave accepts CRLF and bare LF line ends and stores every byte as sent.
+	// Message.CRLF follows the line end of the line last received.
+	CRLFLeave
+	// CRLFStrict refuses a bare CR or LF: a command line with one is answered
+	// "500 Bad input, Lines must be terminated by CRLF sequence" at once; a message
+	// with one is read to its real end and not delivered, the final dot getting that reply.
+	CRLFStrict
+)
+
+// String returns the mode's name: "ensure", "leave" or "strict".
+func (m CRLFMode) String() string {
+	switch m {
+	case CRLFEnsure:
+		return "ensure"
+	case CRLFLeave:
+		return "leave"
+	case CRLFStrict:
+		return "strict"
+	}
+	return "CRLFMode(?)"
+}
+
+// readBufferSize is the size of the per-connection read buffer. Lines longer than it
+// are gathered in lineReader.long, up to the IOBufferMaxSize limit.
+const readBufferSize = 4096
+
+var (
+	errLineLimit   = errors.New("smtpd: line longer than IOBufferMaxSize")
+	errBareLineEnd = errors.New("smtpd: bare CR or LF in a line")
+)
+
+// lineReader reads LF-ended lines from a bufio.Reader, never holding more than max
+// bytes of one line. It does the SMTP part of line reading and nothing else.
+type lineReader struct {
+	br   *bufio.Reader
+	max  int
+	long []byte // gathers a line that does not fit in br's buffer
+}
+
+func newLineReader(r io.Reader, max int) *lineReader {
+	size := readBufferSize
+	if max < size {
+		size = max
+	}
+	if size < 16 {
+		size = 16 // bufio's minimum
+	}
+	return &lineReader{br: bufio.NewReaderSize(r, size), max: max}
+}
+
+// hasLine reports whether a complete line is already buffered, so that reading it
+// needs no system call.
+func (lr *lineReader) hasLine() bool {
+	n := lr.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := lr.br.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
+// readLine returns the next line including its LF. The slice is valid until the next
+// call. A line longer than max is errLineLimit; input that ends without LF is
+// io.ErrUnexpectedEOF (or io.EOF when nothing of the line came).
+func (lr *lineReader) readLine() ([]byte, error) {
+	line, err := lr.br.ReadSlice('\n')
+	if err == nil {
+		if len(line) > lr.max {
+			return nil, errLineLimit
+		}
+		return line, nil
+	}
+	if err != bufio.ErrBufferFull {
+		if err == io.EOF && len(line) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	lr.long = append(lr.long[:0], line...)
+	for {
+		line, err = lr.br.ReadSlice('\n')
+		if len(lr.long)+len(line) > lr.max {
+			lr.long = nil // give the memory back
+			return nil, errLineLimit
+		}
+		lr.long = append(lr.long, line...)
+		switch err {
+		case nil:
+			return lr.long, nil
+		case bufio.ErrBufferFull:
+			continue
+		case io.EOF:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
+		}
+	}
+}
+
+// discardBuffered drops every byte already read from the connection but not yet
+// consumed and returns how many there were.
+func (lr *lineReader) discardBuffered() int {
+	n := lr.br.Buffered()
+	lr.br.Discard(n)
+	return n
+}
+
+// splitLineEnd cuts a line read by readLine into its text and its line end ("\r\n",
+// "\n", or "" for none). A CR that is not directly before the LF stays in the text.
+func splitLineEnd(line []byte) (text, end []byte) {
+	n := len(line)
+	switch {
+	case n >= 2 && line[n-2] == '\r' && line[n-1] == '\n':
+		return line[:n-2], line[n-2:]
+	case n >= 1 && line[n-1] == '\n':
+		return line[:n-1], line[n-1:]
+	}
+	return line, nil
+}
+
+// commandText returns the text of a command line under mode: the line without its
+// end. In CRLFStrict a line not ended by CRLF, or with a CR inside, is errBareLineEnd.
+func commandText(line []byte, mode CRLFMode) ([]byte, error) {
+	text, end := splitLineEnd(line)
+	if mode == CRLFStrict && (len(end) != 2 || bytes.IndexByte(text, '\r') >= 0) {
+		return text, errBareLineEnd
+	}
+	return text, nil
+}
+
+// dotLine is the DATA-terminator test of RFC 5321 4.1.1.4: a line that is exactly
+// ".\r\n", read right after a line ended by CRLF (or as the first line of the
+// data). Nothing else ends DATA, in any CRLF mode: "\n.\n", "\r.\r", ".\r\r\n" and the
+// like are data (SMTP smuggling, CVE-2023-51764).
+func dotLine(line []byte, afterCRLF bool) bool {
+	return afterCRLF && len(line) == 3 && line[0] == '.' && line[1] == '\r' && line[2] == '\n'
+}
+
+// dataLine is one line of message data, read, dot-unstuffed and with the line end
+// the CRLF mode stores.
+type dataLine struct {
+	text    []byte // without the leading stuffing dot
+	end     []byte // the line end to store
+	bare    bool   // the line had a bare CR or LF (not "\r\n"-ended, or a CR inside)
+	isEmpty bool   // the line had no text: the end of the header section
+}
+
+var crlf = []byte("\r\n")
+
+// parseDataLine prepares a line of message data (not the terminator) for storing.
+func parseDataLine(line []byte, mode CRLFMode) dataLine {
+	text, end := splitLineEnd(line)
+	d := dataLine{text: text, end: end}
+	d.bare = len(end) != 2 || bytes.IndexByte(text, '\r') >= 0
+	d.isEmpty = len(text) == 0
+	// RFC 5321 4.5.2: a period first on a line with other characters is removed.
+	if len(text) > 1 && text[0] == '.' {
+		d.text = text[1:]
+	}
+	if mode == CRLFEnsure && len(end) > 0 {
+		d.end = crlf
+	}
+	return d
+}

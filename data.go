@@ -1,0 +1,104 @@
+package smtpd
+
+import (
+	"time"
+)
+
+// receiveData reads the message after 354 up to <CRLF>.<CRLF>, runs the data hooks
+// and answers the final dot. The transaction is reset afterwards, whatever the outcome.
+//
+// A hook error, a message over MaxMessageSize or (CRLFStrict) a bare line end does
+// not stop the reading: the rest of the message is read and discarded, and the error
+// answers the final dot; OnMessage is not called. Only a 421 is sent at once.
+func (s *Session) receiveData() error {
+	defer s.resetTransaction()
+	var (
+		afterCRLF = true // the DATA command line counts as ended by CRLF
+		started   bool
+		bare      bool
+		failed    error
+	)
+	for {
+		line, err := s.readLine(false)
+		if err != nil {
+			s.readFailed(err)
+			s.quit = true
+			return nil
+		}
+		if dotLine(line, afterCRLF) {
+			break
+		}
+		d := parseDataLine(line, s.cfg.crlfMode)
+		afterCRLF = lineEndsCRLF(line)
+		bare = bare || d.bare
+		if failed != nil {
+			continue
+		}
+		if !started {
+			started = true
+			if s.Message.Data == nil {
+				s.Message.Data = make([]byte, 0, 4096)
+			}
+			failed = s.h.OnDataStart(s)
+		}
+		failed = s.storeLine(d, failed)
+		if failed != nil && s.fatal(failed) {
+			return failed
+		}
+	}
+	switch {
+	case bare && s.cfg.crlfMode == CRLFStrict:
+		s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
+		return errCRLF
+	case failed != nil:
+		return failed
+	}
+	return s.deliver()
+}
+
+// lineEndsCRLF reports whether the raw line ends with "\r\n".
+func lineEndsCRLF(line []byte) bool {
+	n := len(line)
+	return n >= 2 && line[n-2] == '\r' && line[n-1] == '\n'
+}
+
+// storeLine runs the header hook, appends the line and runs the receiving hook.
+func (s *Session) storeLine(d dataLine, failed error) error {
+	if failed != nil {
+		return failed
+	}
+	if d.isEmpty && !s.Message.Headers {
+		s.Message.Headers = true
+		if err := s.h.OnDataHeaders(s); err != nil {
+			return err
+		}
+	}
+	if max := s.cfg.maxMessage; max > 0 && len(s.Message.Data)+len(d.text)+len(d.end) > max {
+		s.logger.Info("message over MaxMessageSize; discarding the rest", "limit", max)
+		s.Message.Data = nil
+		return SMTPError552
+	}
+	s.Message.Data = append(s.Message.Data, d.text...)
+	s.Message.Data = append(s.Message.Data, d.end...)
+	if s.cfg.crlfMode == CRLFLeave {
+		s.Message.CRLF = string(d.end)
+	}
+	return s.h.OnDataReceiving(s)
+}
+
+// fatal reports whether err must be answered at once (a 421 closes the connection).
+func (s *Session) fatal(err error) bool {
+	se, _ := asSMTPError(err)
+	return se.Code == 421
+}
+
+// deliver hands the complete message to OnMessage and answers it.
+func (s *Session) deliver() error {
+	s.Message.DeliveredAt = time.Now().UTC()
+	s.Message.Bytesize = len(s.Message.Data)
+	if err := s.h.OnMessage(s); err != nil {
+		return err
+	}
+	s.reply(250, "Requested mail action okay, completed")
+	return nil
+}

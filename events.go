@@ -1,0 +1,86 @@
+package smtpd
+
+// Handler receives the events of every session: the port of MidiSmtpServer's
+// on_*_event methods. Applications embed BaseHandler and override the methods they
+// need; `return h.BaseHandler.OnUnknown(s, line)` is Ruby's `super`.
+//
+// A hook that returns an *SMTPError (or an error wrapping one) makes the server reply
+// with that error's code and text; SMTPError421 also closes the connection. Any other
+// error is logged and answered "451 Requested action aborted: local error in
+// processing". A panic is recovered, logged with its stack, answered 421 and that
+// connection is closed. Hooks of one session run on that session's goroutine, one at
+// a time; hooks of different sessions run concurrently.
+type Handler interface {
+	// OnConnect runs when a client connects, before the banner. It may change
+	// s.LocalResponse and s.HeloResponse. An error refuses the connection: its reply
+	// (421 for a plain error) is sent and the connection is closed.
+	OnConnect(s *Session) error
+	// OnDisconnect runs once when the connection ends, however it ends.
+	OnDisconnect(s *Session)
+	// OnHelo runs on HELO and EHLO with the client's domain; it may change s.HeloResponse.
+	OnHelo(s *Session, helo string) error
+	// OnAuth checks credentials. A non-empty return becomes s.AuthorizationID; else the
+	// requested authorizationID, else authenticationID. Return SMTPError535 to deny.
+	OnAuth(s *Session, authorizationID, authenticationID, password string) (string, error)
+	// OnMailFrom runs on MAIL FROM with the reverse-path without angle brackets ("" for
+	// <>). A non-empty return replaces it in s.Envelope.From.
+	OnMailFrom(s *Session, from string) (string, error)
+	// OnRcptTo runs on each RCPT TO with the forward-path without angle brackets. A
+	// non-empty return replaces it in s.Envelope.To.
+	OnRcptTo(s *Session, to string) (string, error)
+	// OnDataStart runs once per message when its first line arrives, before anything is
+	// stored in s.Message.Data: the place to add a Received header.
+	OnDataStart(s *Session) error
+	// OnDataReceiving runs after each line has been appended to s.Message.Data.
+	OnDataReceiving(s *Session) error
+	// OnDataHeaders runs at the empty line that ends the header section, before that
+	// line is appended: headers appended here land before the body.
+	OnDataHeaders(s *Session) error
+	// OnMessage runs after the final dot with the complete message in s.Message.Data
+	// (s.Message.Bytesize and DeliveredAt set). The client gets 250 only if it returns nil.
+	OnMessage(s *Session) error
+	// OnUnknown runs for a command line the server does not know. Returning nil answers
+	// "250 OK"; the default returns SMTPError500.
+	OnUnknown(s *Session, line string) error
+}
+
+// BaseHandler is the Handler whose hooks accept everything, except OnAuth, which
+// denies every login (535), and OnUnknown, which answers 500. Embed it in a handler.
+type BaseHandler struct{}
+
+var _ Handler = BaseHandler{}
+
+// OnConnect accepts the connection.
+func (BaseHandler) OnConnect(*Session) error { return nil }
+
+// OnDisconnect does nothing.
+func (BaseHandler) OnDisconnect(*Session) {}
+
+// OnHelo accepts any domain.
+func (BaseHandler) OnHelo(*Session, string) error { return nil }
+
+// OnAuth denies every login with SMTPError535.
+func (BaseHandler) OnAuth(*Session, string, string, string) (string, error) {
+	return "", SMTPError535
+}
+
+// OnMailFrom accepts the sender unchanged.
+func (BaseHandler) OnMailFrom(*Session, string) (string, error) { return "", nil }
+
+// OnRcptTo accepts the recipient unchanged.
+func (BaseHandler) OnRcptTo(*Session, string) (string, error) { return "", nil }
+
+// OnDataStart does nothing.
+func (BaseHandler) OnDataStart(*Session) error { return nil }
+
+// OnDataReceiving does nothing.
+func (BaseHandler) OnDataReceiving(*Session) error { return nil }
+
+// OnDataHeaders does nothing.
+func (BaseHandler) OnDataHeaders(*Session) error { return nil }
+
+// OnMessage accepts the message and discards it.
+func (BaseHandler) OnMessage(*Session) error { return nil }
+
+// OnUnknown answers "500 Syntax error, command unrecognised ...".
+func (BaseHandler) OnUnknown(*Session, string) error { return SMTPError500 }

@@ -1,0 +1,428 @@
+package smtpd
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Envelope is the SMTP envelope of the current transaction.
+type Envelope struct {
+	From         string   // reverse-path without angle brackets; "" for <>
+	To           []string // forward-paths without angle brackets, in order
+	EncodingBody string   // "", "7bit" or "8bitmime" (MAIL FROM BODY=)
+	EncodingUTF8 string   // "" or "utf8" (MAIL FROM SMTPUTF8)
+}
+
+// Message is the message of the current transaction while it is received.
+type Message struct {
+	ReceivedAt  time.Time // when DATA was accepted (354)
+	DeliveredAt time.Time // when the final dot arrived
+	Headers     bool      // the empty line ending the header section has been seen
+	Bytesize    int       // len(Data) when OnMessage runs
+	CRLF        string    // the line end hooks should use when appending: "\r\n" (CRLFLeave: the last line's)
+	Data        []byte    // the message as received, dot-unstuffed, hook additions included
+}
+
+// Session is one client connection: MidiSmtpServer's ctx, flattened. Hooks read it
+// and may change LocalResponse and HeloResponse (CR and LF are removed when they are
+// sent) and append to Message.Data. A Session must not be used after its
+// OnDisconnect returned.
+type Session struct {
+	LocalResponse string // banner text after "220 "; default "<LocalHost> says welcome!"
+	HeloResponse  string // text of the HELO/EHLO reply; default "<LocalHost> at your service!"
+	Helo          string // the domain the client sent with HELO/EHLO
+	LocalIP       string
+	LocalHost     string // reverse DNS of LocalIP with DNSReverseLookup, else LocalIP
+	LocalPort     int
+	RemoteIP      string
+	RemoteHost    string // reverse DNS of RemoteIP with DNSReverseLookup, else RemoteIP
+	RemotePort    int
+	ConnectedAt   time.Time
+	Exceptions    int // error replies (4xx/5xx) sent in this session
+
+	AuthorizationID  string
+	AuthenticationID string
+	AuthenticatedAt  time.Time // zero until AUTH succeeded
+	EncryptedAt      time.Time // zero until TLS is on
+
+	Envelope Envelope
+	Message  Message
+
+	srv    *Server
+	cfg    *config
+	h      Handler
+	logger *slog.Logger
+	debug  bool
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	raw      net.Conn // the TCP connection; deadlines are set on it
+	wmu      sync.Mutex
+	conn     net.Conn // raw, or the TLS connection over it; guarded by wmu
+	r        *lineReader
+	w        *bufio.Writer
+	tlsState *tls.ConnectionState
+
+	implicitTLS  bool
+	state        sessionState
+	authFailures int
+	quit         bool
+	idle         atomic.Bool // blocked waiting for a command line
+	aborted      atomic.Bool // Close has taken the connection over
+}
+
+// sessionState is where the session is in the RFC 5321 command sequence.
+type sessionState int
+
+const (
+	stateGreet sessionState = iota // no HELO/EHLO yet
+	stateReady                     // greeted, no transaction
+	stateMail                      // MAIL accepted
+	stateRcpt                      // at least one RCPT accepted
+)
+
+func newSession(srv *Server, c net.Conn, implicitTLS bool) *Session {
+	s := &Session{
+		srv:         srv,
+		cfg:         &srv.cfg,
+		h:           srv.cfg.handler,
+		raw:         c,
+		conn:        c,
+		implicitTLS: implicitTLS,
+		ConnectedAt: time.Now().UTC(),
+		Message:     Message{CRLF: "\r\n"},
+	}
+	s.ctx, s.cancel = context.WithCancel(srv.baseCtx)
+	s.LocalIP, s.LocalPort = splitAddr(c.LocalAddr())
+	s.RemoteIP, s.RemotePort = splitAddr(c.RemoteAddr())
+	s.logger = srv.cfg.logger.With(
+		slog.String("remote", net.JoinHostPort(s.RemoteIP, strconv.Itoa(s.RemotePort))),
+		slog.String("session", strconv.FormatUint(srv.nextID.Add(1), 36)))
+	s.debug = s.logger.Enabled(context.Background(), slog.LevelDebug)
+	return s
+}
+
+// IsAuthenticated reports whether AUTH succeeded in this session.
+func (s *Session) IsAuthenticated() bool { return !s.AuthenticatedAt.IsZero() }
+
+// IsEncrypted reports whether the connection is TLS (STARTTLS or implicit).
+func (s *Session) IsEncrypted() bool { return !s.EncryptedAt.IsZero() }
+
+// Context is cancelled when the connection ends and when the server is closed (by
+// Close, or by Shutdown's deadline); hooks pass it to the work they start.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Logger returns the session's logger, with "remote" and "session" attributes.
+func (s *Session) Logger() *slog.Logger { return s.logger }
+
+// TLSState returns the TLS connection state once TLS is on.
+func (s *Session) TLSState() (tls.ConnectionState, bool) {
+	if s.tlsState == nil {
+		return tls.ConnectionState{}, false
+	}
+	return *s.tlsState, true
+}
+
+// serve runs the session from connect to disconnect.
+func (s *Session) serve() {
+	defer s.cancel()
+	defer s.raw.Close()
+	s.lookupHosts()
+	s.LocalResponse = s.LocalHost + " says welcome!"
+	s.HeloResponse = s.LocalHost + " at your service!"
+	s.r = newLineReader(s.raw, s.cfg.bufferMax)
+	s.w = bufio.NewWriterSize(s.raw, 1024)
+	s.logger.Debug("connected", "local", net.JoinHostPort(s.LocalIP, strconv.Itoa(s.LocalPort)))
+	defer s.disconnect()
+	defer s.recoverPanic()
+	s.run()
+}
+
+// run is the session's life between connect and disconnect.
+func (s *Session) run() {
+	if err := s.h.OnConnect(s); err != nil {
+		s.replyError(err, true)
+		return
+	}
+	if max := s.cfg.maxConnections; max > 0 && s.srv.connections.Load() > max {
+		s.logger.Warn("too many connections; refused", "max_connections", max)
+		s.replyError(errBusy, true)
+		return
+	}
+	if !s.acquireSlot() {
+		return
+	}
+	defer s.releaseSlot()
+	if s.implicitTLS && !s.handshake() {
+		return
+	}
+	s.reply(220, oneLine(s.LocalResponse))
+	s.commandLoop()
+}
+
+// disconnect flushes what is pending and runs OnDisconnect.
+func (s *Session) disconnect() {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger.Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	s.flush()
+	s.logger.Debug("disconnected", "exceptions", s.Exceptions)
+	s.h.OnDisconnect(s)
+}
+
+// recoverPanic turns a panic in a hook into a log line with its stack and a 421.
+func (s *Session) recoverPanic() {
+	if v := recover(); v != nil {
+		s.logger.Error("panic in session; connection closed", "panic", v, "stack", string(debug.Stack()))
+		s.replyError(SMTPError421, true)
+		s.flush()
+	}
+}
+
+// acquireSlot waits for one of MaxProcessings slots; false when the server closes first.
+func (s *Session) acquireSlot() bool {
+	select {
+	case s.srv.slots <- struct{}{}:
+	case <-s.srv.closing:
+		s.replyError(SMTPError421, true)
+		return false
+	}
+	s.srv.processings.Add(1)
+	return true
+}
+
+func (s *Session) releaseSlot() {
+	s.srv.processings.Add(-1)
+	<-s.srv.slots
+}
+
+// lookupHosts fills LocalHost and RemoteHost.
+func (s *Session) lookupHosts() {
+	s.LocalHost, s.RemoteHost = s.LocalIP, s.RemoteIP
+	if !s.cfg.reverseLookup {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	if names, err := net.DefaultResolver.LookupAddr(ctx, s.LocalIP); err == nil && len(names) > 0 {
+		s.LocalHost = strings.TrimSuffix(names[0], ".")
+	}
+	if names, err := net.DefaultResolver.LookupAddr(ctx, s.RemoteIP); err == nil && len(names) > 0 {
+		s.RemoteHost = strings.TrimSuffix(names[0], ".")
+	}
+}
+
+// commandLoop reads and runs command lines until QUIT, an error that closes the
+// connection, or the server shutting down.
+func (s *Session) commandLoop() {
+	for !s.quit {
+		line, err := s.readLine(true)
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if s.srv.isClosing.Load() {
+			s.replyError(SMTPError421, true)
+			return
+		}
+		text, err := commandText(line, s.cfg.crlfMode)
+		switch {
+		case err != nil:
+			s.trace("<<< ", text)
+			s.replyError(errCRLF, false)
+		case !s.cfg.pipelining && s.r.hasLine():
+			s.trace("<<< ", text)
+			s.replyError(errPipelining, false)
+		default:
+			s.dispatch(string(text))
+		}
+	}
+}
+
+// readLine reads one line. A deadline of IOCmdTimeout is set for the whole line when
+// it is not already buffered, and pending replies are flushed before blocking. With
+// command true the session counts as idle while it waits (Shutdown interrupts it).
+func (s *Session) readLine(command bool) ([]byte, error) {
+	if !s.r.hasLine() {
+		if err := s.flush(); err != nil {
+			return nil, err
+		}
+		if s.cfg.timeout > 0 {
+			s.raw.SetReadDeadline(time.Now().Add(s.cfg.timeout))
+		}
+		if command {
+			s.idle.Store(true)
+			defer s.idle.Store(false)
+			if s.srv.isClosing.Load() {
+				return nil, errShuttingDown
+			}
+		}
+	}
+	return s.r.readLine()
+}
+
+var errShuttingDown = errors.New("smtpd: server shutting down")
+
+// readFailed answers the reason a line could not be read, where one is owed.
+func (s *Session) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case s.aborted.Load():
+	case err == errShuttingDown || s.srv.isClosing.Load():
+		s.replyError(SMTPError421, true)
+	case err == errLineLimit:
+		s.logger.Warn("line over IOBufferMaxSize; closing", "limit", s.cfg.bufferMax)
+		s.replyError(errLineTooLong, true)
+	case errors.As(err, &ne) && ne.Timeout():
+		s.logger.Info("client timed out; closing", "timeout", s.cfg.timeout)
+		s.replyError(errTimeout, true)
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		s.logger.Debug("client closed the connection")
+	default:
+		s.logger.Debug("read failed", "err", err)
+	}
+}
+
+// interruptIdle makes a session that waits for a command see the shutdown now.
+func (s *Session) interruptIdle() {
+	if s.idle.Load() {
+		s.raw.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// abort sends reply and closes the connection from outside the session goroutine.
+func (s *Session) abort(reply *SMTPError) {
+	if !s.aborted.CompareAndSwap(false, true) {
+		return
+	}
+	s.cancel()
+	if s.wmu.TryLock() {
+		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(s.conn, formatReply(reply.Code, reply.EnhancedCode, reply.Message))
+		s.wmu.Unlock()
+	}
+	s.raw.Close()
+}
+
+// reply queues a one-line reply; it is sent at the next flush.
+func (s *Session) reply(code int, text string) {
+	s.writeReply(formatReply(code, "", text))
+}
+
+// replyError answers err: an *SMTPError in its chain with its code and text, any
+// other error with 451. It counts the exception and logs it. A 421 (or closeAfter)
+// ends the session.
+func (s *Session) replyError(err error, closeAfter bool) {
+	se, ok := asSMTPError(err)
+	s.Exceptions++
+	switch {
+	case !ok:
+		s.logger.Error("hook failed; replied 451", "err", err)
+	case se.Code == 421 || closeAfter:
+		s.logger.Info("closing with error reply", "reply", se.Code, "err", err)
+	default:
+		s.logger.Info("error reply", "reply", se.Code, "err", err)
+	}
+	s.writeReply(formatReply(se.Code, se.EnhancedCode, se.Message))
+	if se.Code == 421 || closeAfter {
+		s.quit = true
+		s.flush()
+	}
+}
+
+func (s *Session) writeReply(r string) {
+	s.trace(">>> ", []byte(strings.TrimRight(r, "\r\n")))
+	s.w.WriteString(r)
+}
+
+// flush sends the queued replies, with IOCmdTimeout as write deadline.
+func (s *Session) flush() error {
+	if s.w.Buffered() == 0 {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.cfg.timeout > 0 {
+		s.raw.SetWriteDeadline(time.Now().Add(s.cfg.timeout))
+	}
+	err := s.w.Flush()
+	if err != nil {
+		s.quit = true
+		s.logger.Debug("write failed", "err", err)
+	}
+	return err
+}
+
+// trace logs protocol lines at Debug level.
+func (s *Session) trace(dir string, line []byte) {
+	if s.debug {
+		s.logger.Debug(dir + string(line))
+	}
+}
+
+// formatReply renders a reply; a text with line breaks becomes a multi-line reply.
+// CR and LF never reach the client from a text.
+func formatReply(code int, enhanced, text string) string {
+	var b strings.Builder
+	lines := strings.Split(strings.ReplaceAll(text, "\r", ""), "\n")
+	for i, l := range lines {
+		b.WriteString(strconv.Itoa(code))
+		if i < len(lines)-1 {
+			b.WriteByte('-')
+		} else {
+			b.WriteByte(' ')
+		}
+		if enhanced != "" {
+			b.WriteString(enhanced)
+			b.WriteByte(' ')
+		}
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	return b.String()
+}
+
+// oneLine removes CR and LF, and surrounding spaces, from a hook-set response text.
+func oneLine(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r", "", "\n", "").Replace(s)
+	}
+	return strings.TrimSpace(s)
+}
+
+// resetTransaction forgets the envelope and the message (RSET, end of DATA, HELO).
+func (s *Session) resetTransaction() {
+	s.Envelope = Envelope{}
+	s.Message = Message{CRLF: "\r\n"}
+	if s.state > stateReady {
+		s.state = stateReady
+	}
+}
+
+func splitAddr(a net.Addr) (string, int) {
+	if a == nil {
+		return "", 0
+	}
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String(), t.Port
+	}
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), 0
+	}
+	p, _ := strconv.Atoi(port)
+	return host, p
+}

@@ -1,0 +1,365 @@
+// Package smtpd is an embeddable, highly customizable SMTP server: the Go port of
+// Ruby's MidiSmtpServer. An application sets the options of a Server, implements the
+// Handler hooks it cares about (connect, HELO, AUTH, MAIL FROM, RCPT TO, the DATA
+// stream, the finished message, unknown commands) by embedding BaseHandler, and calls
+// Start. The library does nothing with a message but hand it to OnMessage.
+//
+// Standards covered:
+//   - RFC 5321: SMTP (commands, replies, command sequencing, path syntax and length
+//     limits, DATA and dot-stuffing, <CRLF>.<CRLF> as the only end of data)
+//   - RFC 1869 / RFC 5321 4.1.1.11: ESMTP parameters (unknown ones: 555)
+//   - RFC 2920: PIPELINING (off by default)
+//   - RFC 6152: 8BITMIME, and RFC 6531: SMTPUTF8 (Internationalization)
+//   - RFC 4954: AUTH, with RFC 4616 PLAIN and the LOGIN mechanism
+//   - RFC 3207: STARTTLS, and RFC 8314: implicit TLS ports
+//   - RFC 3463 enhanced status codes, where a hook's SMTPError carries one
+//
+// Where MidiSmtpServer breaks an RFC or is unsafe (SMTP smuggling, STARTTLS command
+// injection, state kept across STARTTLS, plaintext AUTH), this package follows the
+// RFC; the README lists each difference.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults used where an option is left at its zero value.
+const (
+	DefaultHosts           = "127.0.0.1"
+	DefaultPorts           = "2525"
+	DefaultMaxProcessings  = 4
+	DefaultIOCmdTimeout    = 30 * time.Second
+	DefaultIOBufferMaxSize = 1 << 20
+	DefaultMaxAuthFailures = 3
+	DefaultMaxMessageSize  = 32 << 20
+	DefaultMaxRecipients   = 1000
+)
+
+// AuthMode says whether AUTH is offered and whether mail needs it.
+type AuthMode int
+
+const (
+	// AuthForbidden (the default): no AUTH keyword; the AUTH command is answered 500.
+	AuthForbidden AuthMode = iota
+	// AuthOptional offers AUTH LOGIN PLAIN; mail may be sent without it.
+	AuthOptional
+	// AuthRequired offers AUTH; MAIL, RCPT and DATA get "530 Authentication required"
+	// until it succeeded.
+	AuthRequired
+)
+
+// TLSMode says whether STARTTLS is offered and whether mail needs it.
+type TLSMode int
+
+const (
+	// TLSForbidden (the default): no STARTTLS.
+	TLSForbidden TLSMode = iota
+	// TLSOptional offers STARTTLS.
+	TLSOptional
+	// TLSRequired offers STARTTLS and answers every command but EHLO, HELO, NOOP, QUIT
+	// and STARTTLS with "530 Encryption required, must issue STARTTLS command first"
+	// until TLS is on (AUTH gets 538).
+	TLSRequired
+)
+
+// Server is an SMTP server. Set its exported fields, then call Start (or Serve); the
+// fields must not change after that. The zero value serves 127.0.0.1:2525 with
+// BaseHandler.
+type Server struct {
+	// Handler receives the session events; nil means BaseHandler.
+	Handler Handler
+	// Hosts lists the addresses to listen on, comma separated: IP literals, host names
+	// (every address they resolve to) or "*" (every local IPv4 and IPv6 address, no
+	// link-local). Default "127.0.0.1". A duplicate address fails Start.
+	Hosts string
+	// Ports lists the ports, comma separated: item i for host i, the last one for every
+	// further host; "2525:3535" gives one host several ports. Default "2525"; "0" picks
+	// a free port (see Addrs).
+	Ports string
+	// MaxProcessings is how many sessions are served at once (default 4); further
+	// connections wait, without a banner, until a slot frees.
+	MaxProcessings int
+	// MaxConnections is how many connections may be open at once, waiting ones
+	// included; 0 is unlimited. One more gets "421 Service too busy or not available,
+	// closing transmission channel" (after OnConnect, as in MidiSmtpServer) and is
+	// closed. It must be 0 or at least MaxProcessings.
+	MaxConnections int
+	// CRLFMode is the line-end policy; the default is CRLFEnsure.
+	CRLFMode CRLFMode
+	// IOCmdTimeout is the time a client has to send a whole line (and the TLS
+	// handshake's deadline, and the write deadline of a reply). 0 means 30 s, < 0 none.
+	IOCmdTimeout time.Duration
+	// IOBufferMaxSize is the longest line, in bytes, a client may send; longer input
+	// gets 421 and the connection is closed. 0 means 1 MiB.
+	IOBufferMaxSize int
+	// MaxMessageSize is the largest message, in bytes after dot-unstuffing, that is
+	// stored; a larger one is read to its end and answered 552. 0 means 32 MiB, < 0 none.
+	MaxMessageSize int
+	// MaxRecipients is how many RCPT TO one transaction may have; one more is answered
+	// "452 Too many recipients". 0 means 1000, < 0 none.
+	MaxRecipients int
+	// Pipelining enables RFC 2920 PIPELINING. Off (the default), a command line that
+	// is followed in the input buffer by another complete line is refused with
+	// "500 Bad input, PIPELINING is not allowed".
+	Pipelining bool
+	// Internationalization advertises and accepts 8BITMIME and SMTPUTF8.
+	Internationalization bool
+	// AuthMode enables AUTH PLAIN and LOGIN; default AuthForbidden.
+	AuthMode AuthMode
+	// MaxAuthFailures is how many failed AUTH attempts (answered 535) one session may
+	// make; the last one is answered 421 and the connection closed. 0 means 3, < 0 no limit.
+	MaxAuthFailures int
+	// TLSMode enables STARTTLS; default TLSForbidden.
+	TLSMode TLSMode
+	// TLSConfig, when set, is used as given for STARTTLS and implicit TLS (so
+	// GetCertificate-based reloading works). Otherwise the certificate comes from
+	// TLSCertPath/TLSKeyPath, or is a self-signed one made at Start.
+	TLSConfig *tls.Config
+	// TLSCertPath is a PEM certificate file (a chain may follow the leaf).
+	TLSCertPath string
+	// TLSKeyPath is its PEM key file; empty: the key is in TLSCertPath.
+	TLSKeyPath string
+	// TLSCertCN is the common name of the self-signed certificate; default: the first
+	// host or bound address.
+	TLSCertCN string
+	// TLSCertSAN lists, comma separated, the subject alternative names of the
+	// self-signed certificate; default: the hosts and bound addresses.
+	TLSCertSAN string
+	// TLSCipherSuites are the TLS 1.2 cipher suites offered, strongest first; nil means
+	// TLSCiphersAdvancedPlus. TLS 1.3 is always on; TLS 1.2 is the minimum.
+	TLSCipherSuites []uint16
+	// ImplicitTLSPorts, in the Ports syntax, picks bound ports that speak TLS from the
+	// first byte (RFC 8314, "port 465"). A port listed here but not bound fails Start.
+	ImplicitTLSPorts string
+	// DNSReverseLookup fills LocalHost and RemoteHost by reverse DNS; off, they are the IPs.
+	DNSReverseLookup bool
+	// Logger receives the server's and every session's log; nil means slog.Default().
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	initErr  error
+	cfg      config
+
+	mu        sync.Mutex
+	started   bool
+	listeners []net.Listener
+	addrs     []net.Addr
+	sessions  map[*Session]struct{}
+	loops     sync.WaitGroup // accept loops
+	conns     sync.WaitGroup // sessions
+	closing   chan struct{}  // closed when Shutdown or Close begins
+	isClosing atomic.Bool
+
+	connections atomic.Int64
+	processings atomic.Int64
+	slots       chan struct{}
+	nextID      atomic.Uint64
+
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	tlsMu     sync.Mutex
+	activeTLS *tls.Config
+}
+
+// config is the Server's options with defaults applied, fixed at the first
+// Start or Serve.
+type config struct {
+	handler         Handler
+	logger          *slog.Logger
+	maxConnections  int64
+	crlfMode        CRLFMode
+	timeout         time.Duration
+	bufferMax       int
+	maxMessage      int
+	maxRecipients   int
+	maxAuthFailures int
+	pipelining      bool
+	i18n            bool
+	authMode        AuthMode
+	tlsMode         TLSMode
+	reverseLookup   bool
+}
+
+// init validates the options once and prepares the shared state.
+func (srv *Server) init() error {
+	srv.initOnce.Do(func() {
+		srv.initErr = srv.configure()
+		srv.sessions = make(map[*Session]struct{})
+		srv.closing = make(chan struct{})
+		srv.baseCtx, srv.cancelBase = context.WithCancel(context.Background())
+	})
+	return srv.initErr
+}
+
+func (srv *Server) configure() error {
+	c := config{
+		handler:         srv.Handler,
+		logger:          srv.Logger,
+		maxConnections:  int64(srv.MaxConnections),
+		crlfMode:        srv.CRLFMode,
+		timeout:         orDefault(srv.IOCmdTimeout, DefaultIOCmdTimeout),
+		bufferMax:       orDefault(srv.IOBufferMaxSize, DefaultIOBufferMaxSize),
+		maxMessage:      orDefault(srv.MaxMessageSize, DefaultMaxMessageSize),
+		maxRecipients:   orDefault(srv.MaxRecipients, DefaultMaxRecipients),
+		maxAuthFailures: orDefault(srv.MaxAuthFailures, DefaultMaxAuthFailures),
+		pipelining:      srv.Pipelining,
+		i18n:            srv.Internationalization,
+		authMode:        srv.AuthMode,
+		tlsMode:         srv.TLSMode,
+		reverseLookup:   srv.DNSReverseLookup,
+	}
+	if c.handler == nil {
+		c.handler = BaseHandler{}
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	procs := orDefault(srv.MaxProcessings, DefaultMaxProcessings)
+	switch {
+	case procs < 0:
+		return fmt.Errorf("smtpd: MaxProcessings %d is negative", srv.MaxProcessings)
+	case srv.MaxConnections < 0:
+		return fmt.Errorf("smtpd: MaxConnections %d is negative (0 is unlimited)", srv.MaxConnections)
+	case srv.MaxConnections > 0 && srv.MaxConnections < procs:
+		return fmt.Errorf("smtpd: MaxConnections %d is less than MaxProcessings %d", srv.MaxConnections, procs)
+	case c.crlfMode < CRLFEnsure || c.crlfMode > CRLFStrict:
+		return fmt.Errorf("smtpd: unknown CRLFMode %d", c.crlfMode)
+	case c.authMode < AuthForbidden || c.authMode > AuthRequired:
+		return fmt.Errorf("smtpd: unknown AuthMode %d", c.authMode)
+	case c.tlsMode < TLSForbidden || c.tlsMode > TLSRequired:
+		return fmt.Errorf("smtpd: unknown TLSMode %d", c.tlsMode)
+	case srv.IOBufferMaxSize < 0:
+		return fmt.Errorf("smtpd: IOBufferMaxSize %d is negative", srv.IOBufferMaxSize)
+	case c.bufferMax < 512:
+		return fmt.Errorf("smtpd: IOBufferMaxSize %d is below 512, the shortest line RFC 5321 allows", c.bufferMax)
+	case c.tlsMode == TLSForbidden && srv.ImplicitTLSPorts != "":
+		return errors.New("smtpd: ImplicitTLSPorts needs a TLSMode other than TLSForbidden")
+	}
+	srv.slots = make(chan struct{}, procs)
+	srv.cfg = c
+	return nil
+}
+
+// orDefault returns v, or def when v is zero, or 0 (meaning none) when v is negative.
+func orDefault[T int | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Addrs returns the addresses the server listens on, in the order of Hosts and Ports
+// (with the real port where "0" was asked).
+func (srv *Server) Addrs() []net.Addr {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return append([]net.Addr(nil), srv.addrs...)
+}
+
+// Connections returns the number of open client connections, waiting ones included.
+func (srv *Server) Connections() int { return int(srv.connections.Load()) }
+
+// Processings returns the number of sessions being served (that got their banner).
+func (srv *Server) Processings() int { return int(srv.processings.Load()) }
+
+// ActiveTLSConfig returns the TLS configuration in use (Ruby's ssl_context), e.g. to
+// read the generated self-signed certificate; nil when TLS is forbidden or before Start.
+// (It cannot be called TLSConfig: that is the option's name.)
+func (srv *Server) ActiveTLSConfig() *tls.Config {
+	srv.tlsMu.Lock()
+	defer srv.tlsMu.Unlock()
+	return srv.activeTLS
+}
+
+// Wait blocks until the server has been stopped by Shutdown or Close and every
+// session and listener goroutine has ended.
+func (srv *Server) Wait() {
+	if srv.init() != nil {
+		return
+	}
+	<-srv.closing
+	srv.loops.Wait()
+	srv.conns.Wait()
+}
+
+// Shutdown stops the server gracefully: the listeners close at once; idle sessions
+// (and those still waiting for a processing slot) get 421 and are closed; a session
+// in the middle of DATA finishes its message (250 or the hook's error) and then gets
+// 421. When ctx ends first, the remaining sessions are closed as by Close and ctx's
+// error is returned.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	if err := srv.init(); err != nil {
+		return err
+	}
+	srv.beginClose()
+	for _, s := range srv.sessionList() {
+		s.interruptIdle()
+	}
+	done := make(chan struct{})
+	go func() {
+		srv.loops.Wait()
+		srv.conns.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		srv.cancelBase()
+		return nil
+	case <-ctx.Done():
+		srv.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close stops the server at once: the listeners close and every session gets
+// "421 Service not available, closing transmission channel" and is closed; session
+// contexts are cancelled. A message whose OnMessage has not returned nil is never
+// acknowledged.
+func (srv *Server) Close() error {
+	if err := srv.init(); err != nil {
+		return err
+	}
+	srv.beginClose()
+	srv.cancelBase()
+	for _, s := range srv.sessionList() {
+		s.abort(SMTPError421)
+	}
+	return nil
+}
+
+// beginClose marks the server closing and closes its listeners, once.
+func (srv *Server) beginClose() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.isClosing.Load() {
+		return
+	}
+	srv.isClosing.Store(true)
+	close(srv.closing)
+	for _, l := range srv.listeners {
+		l.Close()
+	}
+}
+
+func (srv *Server) sessionList() []*Session {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	list := make([]*Session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		list = append(list, s)
+	}
+	return list
+}
