@@ -115,7 +115,7 @@ func (s *Session) readAuthResponse() ([]byte, error) {
 		s.quit = true
 		return nil, errAuthAborted
 	}
-	s.trace("<<< ", []byte("*** (AUTH response)"))
+	s.trace("<<< ", "*** (AUTH response)")
 	text, err := commandText(line, s.cfg.crlfMode)
 	switch {
 	case err != nil:

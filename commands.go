@@ -11,10 +11,12 @@ import (
 // dispatch runs one command line (its line end removed).
 func (s *Session) dispatch(line string) {
 	verb, args := splitCommand(line)
-	if verb == "AUTH" {
-		s.trace("<<< ", []byte(redactAuth(line)))
-	} else {
-		s.trace("<<< ", []byte(line))
+	if s.debug {
+		if verb == "AUTH" {
+			s.trace("<<< ", redactAuth(line))
+		} else {
+			s.trace("<<< ", line)
+		}
 	}
 	if line == "" || strings.IndexByte(line, 0) >= 0 || strings.IndexByte(line, '\r') >= 0 {
 		s.replyError(SMTPError500, false)

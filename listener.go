@@ -30,6 +30,17 @@ func (srv *Server) Start() error {
 	}
 	srv.started = true
 	srv.mu.Unlock()
+	if err := srv.bindAndServe(); err != nil {
+		srv.mu.Lock()
+		srv.started = false
+		srv.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// bindAndServe is Start's work after the option checks.
+func (srv *Server) bindAndServe() error {
 
 	addrs, err := hostport.Resolver{}.Parse(orString(srv.Hosts, DefaultHosts), orString(srv.Ports, DefaultPorts))
 	if err != nil {

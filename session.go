@@ -241,10 +241,10 @@ func (s *Session) commandLoop() {
 		text, err := commandText(line, s.cfg.crlfMode)
 		switch {
 		case err != nil:
-			s.trace("<<< ", text)
+			s.traceBytes("<<< ", text)
 			s.replyError(errCRLF, false)
 		case !s.cfg.pipelining && s.r.hasLine():
-			s.trace("<<< ", text)
+			s.traceBytes("<<< ", text)
 			s.replyError(errPipelining, false)
 		default:
 			s.dispatch(string(text))
@@ -317,9 +317,9 @@ func (s *Session) abort(reply *SMTPError) {
 	s.raw.Close()
 }
 
-// reply queues a one-line reply; it is sent at the next flush.
+// reply queues a reply; it is sent at the next flush.
 func (s *Session) reply(code int, text string) {
-	s.writeReply(formatReply(code, "", text))
+	s.writeReply(code, "", text)
 }
 
 // replyError answers err: an *SMTPError in its chain with its code and text, any
@@ -336,16 +336,33 @@ func (s *Session) replyError(err error, closeAfter bool) {
 	default:
 		s.logger.Info("error reply", "reply", se.Code, "err", err)
 	}
-	s.writeReply(formatReply(se.Code, se.EnhancedCode, se.Message))
+	s.writeReply(se.Code, se.EnhancedCode, se.Message)
 	if se.Code == 421 || closeAfter {
 		s.quit = true
 		s.flush()
 	}
 }
 
-func (s *Session) writeReply(r string) {
-	s.trace(">>> ", []byte(strings.TrimRight(r, "\r\n")))
-	s.w.WriteString(r)
+// writeReply queues a reply; a text with line breaks becomes a multi-line reply. CR
+// and LF never reach the client from a text.
+func (s *Session) writeReply(code int, enhanced, text string) {
+	if strings.IndexByte(text, '\n') >= 0 || strings.IndexByte(text, '\r') >= 0 {
+		s.trace(">>> ", formatReply(code, enhanced, text))
+		s.w.WriteString(formatReply(code, enhanced, text))
+		return
+	}
+	var num [3]byte
+	s.w.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	s.w.WriteByte(' ')
+	if enhanced != "" {
+		s.w.WriteString(enhanced)
+		s.w.WriteByte(' ')
+	}
+	s.w.WriteString(text)
+	s.w.WriteString("\r\n")
+	if s.debug {
+		s.trace(">>> ", formatReply(code, enhanced, text))
+	}
 }
 
 // flush sends the queued replies, with IOCmdTimeout as write deadline.
@@ -366,15 +383,21 @@ func (s *Session) flush() error {
 	return err
 }
 
-// trace logs protocol lines at Debug level.
-func (s *Session) trace(dir string, line []byte) {
+// trace logs a protocol line at Debug level.
+func (s *Session) trace(dir, line string) {
 	if s.debug {
-		s.logger.Debug(dir + string(line))
+		s.logger.Debug(dir + strings.TrimRight(line, "\r\n"))
+	}
+}
+
+// traceBytes is trace for a byte line, converting only when tracing is on.
+func (s *Session) traceBytes(dir string, line []byte) {
+	if s.debug {
+		s.trace(dir, string(line))
 	}
 }
 
 // formatReply renders a reply; a text with line breaks becomes a multi-line reply.
-// CR and LF never reach the client from a text.
 func formatReply(code int, enhanced, text string) string {
 	var b strings.Builder
 	lines := strings.Split(strings.ReplaceAll(text, "\r", ""), "\n")
