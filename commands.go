@@ -11,13 +11,7 @@ import (
 // dispatch runs one command line (its line end removed).
 func (s *Session) dispatch(line string) {
 	verb, args := splitCommand(line)
-	if s.debug {
-		if verb == "AUTH" {
-			s.trace("<<< ", redactAuth(line))
-		} else {
-			s.trace("<<< ", line)
-		}
-	}
+	s.traceCommand([]byte(line))
 	if line == "" || strings.IndexByte(line, 0) >= 0 || strings.IndexByte(line, '\r') >= 0 {
 		s.replyError(SMTPError500, false)
 		return
@@ -71,13 +65,18 @@ func splitCommand(line string) (verb, args string) {
 	return strings.ToUpper(verb), strings.Trim(args, " \t")
 }
 
-// redactAuth keeps AUTH's mechanism and hides any initial response.
+// redactAuth returns an AUTH line with its mechanism only, any initial response
+// hidden; other lines unchanged.
 func redactAuth(line string) string {
-	f := strings.Fields(line)
-	if len(f) > 2 {
-		return strings.Join(f[:2], " ") + " ***"
+	verb, args := splitCommand(line)
+	if verb != "AUTH" {
+		return line
 	}
-	return line
+	mech, rest, _ := strings.Cut(args, " ")
+	if rest == "" {
+		return line
+	}
+	return "AUTH " + mech + " ***"
 }
 
 func noArgs(args string) error {

@@ -46,6 +46,9 @@ func (s *Session) receiveData() error {
 			return failed
 		}
 	}
+	if !started && failed == nil {
+		failed = s.h.OnDataStart(s) // an empty message: the "." is its first line
+	}
 	switch {
 	case bare && s.cfg.crlfMode == CRLFStrict:
 		s.logger.Info("message with bare CR or LF refused (CRLFStrict)")

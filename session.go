@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -152,6 +153,9 @@ func (s *Session) serve() {
 // run is the session's life between connect and disconnect.
 func (s *Session) run() {
 	if err := s.h.OnConnect(s); err != nil {
+		if _, ok := asSMTPError(err); !ok {
+			err = fmt.Errorf("OnConnect: %w: %w", err, SMTPError421)
+		}
 		s.replyError(err, true)
 		return
 	}
@@ -241,10 +245,10 @@ func (s *Session) commandLoop() {
 		text, err := commandText(line, s.cfg.crlfMode)
 		switch {
 		case err != nil:
-			s.traceBytes("<<< ", text)
+			s.traceCommand(text)
 			s.replyError(errCRLF, false)
 		case !s.cfg.pipelining && s.r.hasLine():
-			s.traceBytes("<<< ", text)
+			s.traceCommand(text)
 			s.replyError(errPipelining, false)
 		default:
 			s.dispatch(string(text))
@@ -390,10 +394,10 @@ func (s *Session) trace(dir, line string) {
 	}
 }
 
-// traceBytes is trace for a byte line, converting only when tracing is on.
-func (s *Session) traceBytes(dir string, line []byte) {
+// traceCommand traces a received command line, hiding AUTH's initial response.
+func (s *Session) traceCommand(line []byte) {
 	if s.debug {
-		s.trace(dir, string(line))
+		s.trace("<<< ", redactAuth(string(line)))
 	}
 }
 

@@ -71,7 +71,9 @@ const (
 )
 
 // Server is an SMTP server. Set its exported fields, then call Start (or Serve); the
-// fields must not change after that. The zero value serves 127.0.0.1:2525 with
+// fields must not change after that: they are read once, at the first Start, Serve,
+// Shutdown or Close, so a Server whose options were refused stays refused (make a new
+// one). The zero value serves 127.0.0.1:2525 with
 // BaseHandler.
 type Server struct {
 	// Handler receives the session events; nil means BaseHandler.
@@ -225,7 +227,7 @@ func (srv *Server) configure() error {
 	}
 	procs := orDefault(srv.MaxProcessings, DefaultMaxProcessings)
 	switch {
-	case procs < 0:
+	case srv.MaxProcessings < 0:
 		return fmt.Errorf("smtpd: MaxProcessings %d is negative", srv.MaxProcessings)
 	case srv.MaxConnections < 0:
 		return fmt.Errorf("smtpd: MaxConnections %d is negative (0 is unlimited)", srv.MaxConnections)
@@ -241,6 +243,8 @@ func (srv *Server) configure() error {
 		return fmt.Errorf("smtpd: IOBufferMaxSize %d is negative", srv.IOBufferMaxSize)
 	case c.bufferMax < 512:
 		return fmt.Errorf("smtpd: IOBufferMaxSize %d is below 512, the shortest line RFC 5321 allows", c.bufferMax)
+	case srv.TLSKeyPath != "" && srv.TLSCertPath == "":
+		return errors.New("smtpd: TLSKeyPath is set but TLSCertPath is not")
 	case c.tlsMode == TLSForbidden && srv.ImplicitTLSPorts != "":
 		return errors.New("smtpd: ImplicitTLSPorts needs a TLSMode other than TLSForbidden")
 	}
@@ -327,7 +331,8 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 // Close stops the server at once: the listeners close and every session gets
 // "421 Service not available, closing transmission channel" and is closed; session
 // contexts are cancelled. A message whose OnMessage has not returned nil is never
-// acknowledged.
+// acknowledged. (A session caught in the middle of writing a reply to a client that
+// does not read is closed without the 421: Close does not wait for it.)
 func (srv *Server) Close() error {
 	if err := srv.init(); err != nil {
 		return err
