@@ -138,7 +138,7 @@ func (s *Session) TLSState() (tls.ConnectionState, bool) {
 // serve runs the session from connect to disconnect.
 func (s *Session) serve() {
 	defer s.cancel()
-	defer s.raw.Close()
+	defer s.closeConn()
 	s.lookupHosts()
 	s.LocalResponse = s.LocalHost + " says welcome!"
 	s.HeloResponse = s.LocalHost + " at your service!"
@@ -185,6 +185,18 @@ func (s *Session) disconnect() {
 	s.flush()
 	s.logger.Debug("disconnected", "exceptions", s.Exceptions)
 	s.h.OnDisconnect(s)
+}
+
+// closeConn closes the connection; a TLS connection first sends its close_notify.
+func (s *Session) closeConn() {
+	s.wmu.Lock()
+	c := s.conn
+	s.wmu.Unlock()
+	if c != s.raw && !s.aborted.Load() {
+		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		c.Close()
+	}
+	s.raw.Close()
 }
 
 // recoverPanic turns a panic in a hook into a log line with its stack and a 421.
