@@ -67,16 +67,14 @@ func splitCommand(line string) (verb, args string) {
 
 // redactAuth returns an AUTH line with its mechanism only, any initial response
 // hidden; other lines unchanged.
+// It splits as cmdAuth does (any white space), so no spelling of the command
+// escapes it.
 func redactAuth(line string) string {
-	verb, args := splitCommand(line)
-	if verb != "AUTH" {
-		return line
+	f := strings.Fields(line)
+	if len(f) > 2 && strings.EqualFold(f[0], "AUTH") {
+		return f[0] + " " + f[1] + " ***"
 	}
-	mech, rest, _ := strings.Cut(args, " ")
-	if rest == "" {
-		return line
-	}
-	return "AUTH " + mech + " ***"
+	return line
 }
 
 func noArgs(args string) error {

@@ -1,0 +1,792 @@
+package smtpd
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/base64"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The one credential the AUTH tests accept. The base64 of the password, and of the
+// PLAIN response carrying it, contain both '+' and '/' (checked in
+// TestAuthBase64Alphabet).
+const (
+	authUser  = "alice"
+	authPass  = "s3cr?t>~~~??"
+	authWrong = "wr0ng-Pa55w0rd"
+)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// plainResp is the base64 PLAIN response (RFC 4616) for the three identities.
+func plainResp(authz, authc, pass string) string {
+	return b64(authz + "\x00" + authc + "\x00" + pass)
+}
+
+// secCall is one OnAuth call.
+type secCall struct {
+	Authz, Authc, Password string
+}
+
+// secHelo is one OnHelo call.
+type secHelo struct {
+	Helo      string
+	Encrypted bool
+}
+
+// secSnapshot is the security state of a session as OnMessage saw it.
+type secSnapshot struct {
+	AuthorizationID  string
+	AuthenticationID string
+	AuthenticatedAt  time.Time
+	EncryptedAt      time.Time
+	Authenticated    bool
+	Encrypted        bool
+	TLSOK            bool
+	TLS              tls.ConnectionState
+	Helo             string
+	To               []string
+}
+
+// secHandler records messages (as recorder) and every security-relevant hook call.
+// OnAuth accepts user/pass only and answers SMTPError535 otherwise; on success it
+// returns ret.
+type secHandler struct {
+	*recorder
+	user, pass string
+	ret        string
+	// onHelo, when set, runs inside OnHelo (after recording).
+	onHelo func(s *Session)
+
+	mu          sync.Mutex
+	calls       []secCall
+	helos       []secHelo
+	mails       []string
+	snaps       []secSnapshot
+	disconnects []int // s.Exceptions at OnDisconnect
+}
+
+func newSecHandler() *secHandler {
+	return &secHandler{recorder: newRecorder(), user: authUser, pass: authPass}
+}
+
+func (h *secHandler) OnHelo(s *Session, helo string) error {
+	h.mu.Lock()
+	h.helos = append(h.helos, secHelo{Helo: helo, Encrypted: s.IsEncrypted()})
+	h.mu.Unlock()
+	if h.onHelo != nil {
+		h.onHelo(s)
+	}
+	return nil
+}
+
+func (h *secHandler) OnAuth(s *Session, authz, authc, pass string) (string, error) {
+	h.mu.Lock()
+	h.calls = append(h.calls, secCall{Authz: authz, Authc: authc, Password: pass})
+	h.mu.Unlock()
+	if authc != h.user || pass != h.pass {
+		return "", SMTPError535
+	}
+	return h.ret, nil
+}
+
+func (h *secHandler) OnMailFrom(s *Session, from string) (string, error) {
+	h.mu.Lock()
+	h.mails = append(h.mails, from)
+	h.mu.Unlock()
+	return "", nil
+}
+
+func (h *secHandler) OnMessage(s *Session) error {
+	st, ok := s.TLSState()
+	snap := secSnapshot{
+		AuthorizationID: s.AuthorizationID, AuthenticationID: s.AuthenticationID,
+		AuthenticatedAt: s.AuthenticatedAt, EncryptedAt: s.EncryptedAt,
+		Authenticated: s.IsAuthenticated(), Encrypted: s.IsEncrypted(),
+		TLSOK: ok, TLS: st, Helo: s.Helo, To: append([]string(nil), s.Envelope.To...),
+	}
+	h.mu.Lock()
+	h.snaps = append(h.snaps, snap)
+	h.mu.Unlock()
+	return h.recorder.OnMessage(s)
+}
+
+func (h *secHandler) OnDisconnect(s *Session) {
+	h.mu.Lock()
+	h.disconnects = append(h.disconnects, s.Exceptions)
+	h.mu.Unlock()
+}
+
+func (h *secHandler) authCalls() []secCall {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]secCall(nil), h.calls...)
+}
+
+func (h *secHandler) heloCalls() []secHelo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]secHelo(nil), h.helos...)
+}
+
+func (h *secHandler) mailCalls() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.mails...)
+}
+
+// snapshots waits for n messages and returns their security snapshots.
+func (h *secHandler) snapshots(t *testing.T, n int) []secSnapshot {
+	t.Helper()
+	h.waitMessages(t, n)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]secSnapshot(nil), h.snaps...)
+}
+
+// waitDisconnects waits until n sessions ended and returns their Exceptions counts.
+func (h *secHandler) waitDisconnects(t *testing.T, n int) []int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.mu.Lock()
+		d := append([]int(nil), h.disconnects...)
+		h.mu.Unlock()
+		if len(d) >= n {
+			return d
+		}
+		if time.Now().After(deadline) {
+			require.Failf(t, "disconnects", "wanted %d OnDisconnect calls, got %d", n, len(d))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// authServe serves a plaintext server (TLS forbidden) with AUTH in mode and h.
+func authServe(t *testing.T, mode AuthMode, h *secHandler, mod func(*Server)) string {
+	t.Helper()
+	srv := &Server{Handler: h, AuthMode: mode}
+	if mod != nil {
+		mod(srv)
+	}
+	return serve(t, srv)
+}
+
+// rawLine reads one reply line exactly as sent, CRLF included.
+func (c *client) rawLine() string {
+	c.t.Helper()
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := c.r.ReadString('\n')
+	require.NoError(c.t, err, "reading a raw reply line (got %q)", line)
+	return line
+}
+
+// ehloLines sends EHLO and returns the reply lines.
+func (c *client) ehloLines(domain string) []string {
+	c.t.Helper()
+	return strings.Split(c.cmd("EHLO "+domain, 250), "\n")
+}
+
+// sendMessage runs MAIL, RCPT, DATA with a one-line body and expects 250 at the end.
+func (c *client) sendMessage(from, to string) {
+	c.t.Helper()
+	c.cmd("MAIL FROM:<"+from+">", 250)
+	c.cmd("RCPT TO:<"+to+">", 250)
+	c.cmd("DATA", 354)
+	c.send("Subject: t\r\n\r\nbody\r\n.\r\n")
+	c.expect(250)
+}
+
+const (
+	text235 = "OK"
+	text535 = "Authentication credentials invalid"
+	text530 = "Authentication required"
+	text538 = "Encryption required for requested authentication mechanism"
+)
+
+func TestAuthForbidden(t *testing.T) {
+	h := newSecHandler()
+	addr := authServe(t, AuthForbidden, h, nil)
+	c := dialGreeted(t, addr)
+	for _, l := range c.ehloLines("client.example") {
+		require.NotContains(t, strings.ToUpper(l), "AUTH", "EHLO must not offer AUTH when forbidden")
+	}
+	for _, cmd := range []string{
+		"AUTH PLAIN",
+		"AUTH PLAIN " + plainResp("", authUser, authPass),
+		"AUTH LOGIN",
+		"AUTH LOGIN " + b64(authUser),
+		"AUTH CRAM-MD5",
+		"AUTH",
+		"auth plain",
+	} {
+		code, text := c.reply2(cmd)
+		require.Equal(t, 500, code, "%s: %q (never 334)", cmd, text)
+		// No exchange was started: the next command is a command.
+		c.cmd("NOOP", 250)
+	}
+	require.Empty(t, h.authCalls())
+}
+
+// reply2 sends a command line and returns the reply's code and text.
+func (c *client) reply2(line string) (int, string) {
+	c.t.Helper()
+	c.send(line + "\r\n")
+	return c.reply()
+}
+
+func TestAuthAdvertised(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode AuthMode
+	}{{"optional", AuthOptional}, {"required", AuthRequired}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr := authServe(t, tc.mode, h, nil)
+			c := dialGreeted(t, addr)
+			lines := c.ehloLines("client.example")
+			require.Contains(t, lines, "AUTH LOGIN PLAIN")
+			require.NotContains(t, lines, "STARTTLS")
+			require.Equal(t, "OK", lines[len(lines)-1])
+			// Plaintext AUTH works: TLS is forbidden, the operator chose it.
+			require.Equal(t, text235, c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235))
+		})
+	}
+}
+
+func TestAuthRequired(t *testing.T) {
+	t.Run("refused before AUTH", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthRequired, h, nil)
+		c := dialGreeted(t, addr)
+		c.ehloLines("client.example")
+		require.Equal(t, text530, c.cmd("MAIL FROM:<a@example.com>", 530))
+		// MAIL was refused, so RCPT and DATA are out of sequence (state is checked first).
+		c.cmd("RCPT TO:<b@example.com>", 503)
+		c.cmd("DATA", 503)
+		require.Equal(t, text535, c.cmd("AUTH PLAIN "+plainResp("", authUser, authWrong), 535))
+		require.Equal(t, text530, c.cmd("MAIL FROM:<a@example.com>", 530), "a failed AUTH does not authenticate")
+		c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235)
+		c.sendMessage("a@example.com", "b@example.com")
+		c.cmd("QUIT", 221)
+		snap := h.snapshots(t, 1)[0]
+		require.True(t, snap.Authenticated)
+		require.Equal(t, authUser, snap.AuthenticationID)
+		require.Equal(t, []string{"a@example.com"}, h.mailCalls(), "OnMailFrom runs only for the accepted MAIL")
+	})
+	// RCPT and DATA have the 530 check too; they reach it when a hook has taken the
+	// authentication back during the transaction.
+	for _, tc := range []struct {
+		name  string
+		steps []authStep
+	}{
+		{"RCPT", []authStep{{"MAIL FROM:<a@example.com>", 250}, {"RCPT TO:<b@example.com>", 530}}},
+		{"DATA", []authStep{{"MAIL FROM:<a@example.com>", 250}, {"RCPT TO:<deauth@example.com>", 250}, {"DATA", 530}}},
+	} {
+		t.Run(tc.name+" after de-authentication by a hook", func(t *testing.T) {
+			h := &deauthHandler{secHandler: newSecHandler(), rcpt: tc.name == "DATA"}
+			addr := serve(t, &Server{Handler: h, AuthMode: AuthRequired})
+			c := dialGreeted(t, addr)
+			c.ehloLines("client.example")
+			c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235)
+			for _, st := range tc.steps {
+				text := c.cmd(st.send, st.code)
+				if st.code == 530 {
+					require.Equal(t, text530, text)
+				}
+			}
+		})
+	}
+}
+
+// deauthHandler clears the authentication in OnMailFrom (or, with rcpt, in OnRcptTo).
+type deauthHandler struct {
+	*secHandler
+	rcpt bool
+}
+
+func (h *deauthHandler) OnMailFrom(s *Session, from string) (string, error) {
+	if !h.rcpt {
+		s.AuthenticatedAt = time.Time{}
+	}
+	return "", nil
+}
+
+func (h *deauthHandler) OnRcptTo(s *Session, to string) (string, error) {
+	if h.rcpt {
+		s.AuthenticatedAt = time.Time{}
+	}
+	return "", nil
+}
+
+// authStep is one command line and the reply code it must get.
+type authStep struct {
+	send string
+	code int
+}
+
+func TestAuthExchanges(t *testing.T) {
+	good := plainResp("", authUser, authPass)
+	type step struct {
+		send string
+		code int
+		raw  string // when set: the exact reply line, CRLF included
+		text string // when set: the exact reply text
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		calls []secCall // OnAuth calls
+		ok    bool      // authenticated at the end
+	}{
+		{"PLAIN initial response", []step{{send: "AUTH PLAIN " + good, code: 235, text: text235}},
+			[]secCall{{"", authUser, authPass}}, true},
+		{"PLAIN lower case", []step{{send: "auth plain " + good, code: 235}},
+			[]secCall{{"", authUser, authPass}}, true},
+		{"PLAIN without initial response", []step{
+			{send: "AUTH PLAIN", raw: "334 \r\n"},
+			{send: good, code: 235, text: text235}},
+			[]secCall{{"", authUser, authPass}}, true},
+		{"PLAIN wrong password", []step{{send: "AUTH PLAIN " + plainResp("", authUser, authWrong), code: 535, text: text535}},
+			[]secCall{{"", authUser, authWrong}}, false},
+		{"PLAIN unknown user", []step{{send: "AUTH PLAIN " + plainResp("", "mallory", authPass), code: 535, text: text535}},
+			[]secCall{{"", "mallory", authPass}}, false},
+		{"PLAIN wrong password after prompt", []step{
+			{send: "AUTH PLAIN", raw: "334 \r\n"},
+			{send: plainResp("", authUser, authWrong), code: 535, text: text535}},
+			[]secCall{{"", authUser, authWrong}}, false},
+		{"PLAIN =", []step{{send: "AUTH PLAIN =", code: 501}}, nil, false},
+		{"PLAIN = after prompt", []step{{send: "AUTH PLAIN", raw: "334 \r\n"}, {send: "=", code: 501}}, nil, false},
+		{"PLAIN cancelled", []step{{send: "AUTH PLAIN", raw: "334 \r\n"}, {send: "*", code: 501}}, nil, false},
+		{"PLAIN bad base64", []step{{send: "AUTH PLAIN !!not-base64!!", code: 501}}, nil, false},
+		{"PLAIN bad base64 after prompt", []step{{send: "AUTH PLAIN", raw: "334 \r\n"}, {send: "@@@@", code: 501}}, nil, false},
+		{"PLAIN two parts", []step{{send: "AUTH PLAIN " + b64(authUser+"\x00"+authPass), code: 501}}, nil, false},
+		{"PLAIN four parts", []step{{send: "AUTH PLAIN " + b64("\x00"+authUser+"\x00"+authPass+"\x00x"), code: 501}}, nil, false},
+		{"LOGIN", []step{
+			{send: "AUTH LOGIN", raw: "334 VXNlcm5hbWU6\r\n"},
+			{send: b64(authUser), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: b64(authPass), code: 235, text: text235}},
+			[]secCall{{"", authUser, authPass}}, true},
+		{"LOGIN with the user name", []step{
+			{send: "AUTH LOGIN " + b64(authUser), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: b64(authPass), code: 235, text: text235}},
+			[]secCall{{"", authUser, authPass}}, true},
+		{"LOGIN wrong password", []step{
+			{send: "AUTH LOGIN", raw: "334 VXNlcm5hbWU6\r\n"},
+			{send: b64(authUser), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: b64(authWrong), code: 535, text: text535}},
+			[]secCall{{"", authUser, authWrong}}, false},
+		{"LOGIN unknown user", []step{
+			{send: "AUTH LOGIN " + b64("mallory"), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: b64(authPass), code: 535, text: text535}},
+			[]secCall{{"", "mallory", authPass}}, false},
+		{"LOGIN cancelled at the user prompt", []step{
+			{send: "AUTH LOGIN", raw: "334 VXNlcm5hbWU6\r\n"},
+			{send: "*", code: 501}}, nil, false},
+		{"LOGIN cancelled at the password prompt", []step{
+			{send: "AUTH LOGIN", raw: "334 VXNlcm5hbWU6\r\n"},
+			{send: b64(authUser), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: "*", code: 501}}, nil, false},
+		{"LOGIN cancelled after the user name", []step{
+			{send: "AUTH LOGIN " + b64(authUser), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: "*", code: 501}}, nil, false},
+		{"LOGIN bad base64 user", []step{
+			{send: "AUTH LOGIN", raw: "334 VXNlcm5hbWU6\r\n"},
+			{send: "%%%", code: 501}}, nil, false},
+		{"LOGIN bad base64 password", []step{
+			{send: "AUTH LOGIN", raw: "334 VXNlcm5hbWU6\r\n"},
+			{send: b64(authUser), raw: "334 UGFzc3dvcmQ6\r\n"},
+			{send: "%%%", code: 501}}, nil, false},
+		{"LOGIN bad base64 initial", []step{{send: "AUTH LOGIN %%%", code: 501}}, nil, false},
+		{"unknown mechanism", []step{{send: "AUTH CRAM-MD5", code: 504}}, nil, false},
+		{"unknown mechanism with response", []step{{send: "AUTH XOAUTH2 " + b64("x"), code: 504}}, nil, false},
+		{"no mechanism", []step{{send: "AUTH", code: 501}}, nil, false},
+		{"too many words", []step{{send: "AUTH PLAIN " + good + " x", code: 501}}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr := authServe(t, AuthRequired, h, nil)
+			c := dialGreeted(t, addr)
+			c.ehloLines("client.example")
+			for _, st := range tc.steps {
+				if st.raw != "" {
+					c.send(st.send + "\r\n")
+					require.Equal(t, st.raw, c.rawLine(), "reply to %q", st.send)
+					continue
+				}
+				text := c.cmd(st.send, st.code)
+				if st.text != "" {
+					require.Equal(t, st.text, text)
+				}
+			}
+			require.Equal(t, tc.calls, h.authCalls())
+			// No line was swallowed: the next command is answered as a command.
+			c.cmd("NOOP", 250)
+			if tc.ok {
+				c.sendMessage("a@example.com", "b@example.com")
+				snap := h.snapshots(t, 1)[0]
+				require.Equal(t, authUser, snap.AuthenticationID)
+				require.Equal(t, authUser, snap.AuthorizationID)
+				return
+			}
+			c.cmd("MAIL FROM:<a@example.com>", 530)
+			// A failed or cancelled exchange leaves AUTH available.
+			c.cmd("AUTH PLAIN "+good, 235)
+			c.cmd("MAIL FROM:<a@example.com>", 250)
+		})
+	}
+}
+
+func TestAuthSequence(t *testing.T) {
+	good := "AUTH PLAIN " + plainResp("", authUser, authPass)
+	for _, tc := range []struct {
+		name  string
+		steps []authStep
+	}{
+		{"before EHLO", []authStep{{good, 503}, {"AUTH LOGIN", 503}, {"EHLO x", 250}, {good, 235}}},
+		{"twice", []authStep{{"EHLO x", 250}, {good, 235}, {good, 503}, {"AUTH LOGIN", 503}}},
+		{"inside a transaction", []authStep{{"EHLO x", 250}, {"MAIL FROM:<a@b.example>", 250}, {good, 503},
+			{"RCPT TO:<c@d.example>", 250}, {good, 503}, {"RSET", 250}, {good, 235}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr := authServe(t, AuthOptional, h, nil)
+			c := dialGreeted(t, addr)
+			for _, st := range tc.steps {
+				c.cmd(st.send, st.code)
+			}
+			// No 503 exchange prompted for anything: the session goes on.
+			c.cmd("NOOP", 250)
+		})
+	}
+}
+
+func TestAuthBase64Alphabet(t *testing.T) {
+	plain := plainResp("", authUser, authPass)
+	login := b64(authPass)
+	for _, enc := range []string{plain, login} {
+		require.True(t, strings.ContainsAny(enc, "+") && strings.ContainsAny(enc, "/"),
+			"test credential must encode to base64 with '+' and '/': %s", enc)
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []authStep
+	}{
+		{"PLAIN", []authStep{{"AUTH PLAIN " + plain, 235}}},
+		{"PLAIN after prompt", []authStep{{"AUTH PLAIN", 334}, {plain, 235}}},
+		{"LOGIN", []authStep{{"AUTH LOGIN", 334}, {b64(authUser), 334}, {login, 235}}},
+		// Unpadded base64 is accepted as well.
+		{"PLAIN unpadded", []authStep{{"AUTH PLAIN " + strings.TrimRight(plain, "="), 235}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr := authServe(t, AuthRequired, h, nil)
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			for _, st := range tc.steps {
+				c.cmd(st.send, st.code)
+			}
+			require.Equal(t, []secCall{{"", authUser, authPass}}, h.authCalls())
+		})
+	}
+}
+
+func TestAuthAuthorizationID(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		authz    string // requested in PLAIN
+		ret      string // OnAuth's return
+		login    bool   // use LOGIN (no authorization identity)
+		wantAuth string // AuthorizationID
+	}{
+		{"none requested", "", "", false, authUser},
+		{"requested", "bob", "", false, "bob"},
+		{"returned wins over requested", "bob", "carol", false, "carol"},
+		{"returned", "", "carol", false, "carol"},
+		{"LOGIN", "", "", true, authUser},
+		{"LOGIN returned", "", "carol", true, "carol"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			h.ret = tc.ret
+			addr := authServe(t, AuthRequired, h, nil)
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			before := time.Now()
+			if tc.login {
+				c.cmd("AUTH LOGIN "+b64(authUser), 334)
+				c.cmd(b64(authPass), 235)
+			} else {
+				c.cmd("AUTH PLAIN "+plainResp(tc.authz, authUser, authPass), 235)
+			}
+			c.cmd("RSET", 250) // authentication survives RSET
+			c.cmd("EHLO again", 250)
+			c.sendMessage("a@example.com", "b@example.com")
+			require.Equal(t, []secCall{{tc.authz, authUser, authPass}}, h.authCalls(),
+				"OnAuth gets the requested authorization identity as sent")
+			snap := h.snapshots(t, 1)[0]
+			require.Equal(t, tc.wantAuth, snap.AuthorizationID)
+			require.Equal(t, authUser, snap.AuthenticationID)
+			require.True(t, snap.Authenticated)
+			require.False(t, snap.AuthenticatedAt.Before(before.Add(-time.Second)), "AuthenticatedAt %v", snap.AuthenticatedAt)
+			require.False(t, snap.AuthenticatedAt.After(time.Now()))
+			require.False(t, snap.Encrypted)
+			require.False(t, snap.TLSOK)
+		})
+	}
+	t.Run("foreign authorization identity is not granted by itself", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthRequired, h, nil)
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		// The authorization identity is a valid user, the credentials are not.
+		c.cmd("AUTH PLAIN "+plainResp(authUser, "mallory", "x"), 535)
+		c.cmd("MAIL FROM:<a@example.com>", 530)
+		require.Equal(t, []secCall{{authUser, "mallory", "x"}}, h.authCalls())
+	})
+}
+
+func TestAuthLongResponse(t *testing.T) {
+	// A 12,288-octet response line (RFC 4954 4): 9216 decoded octets.
+	longPass := strings.Repeat("p", 9216-len("\x00"+authUser+"\x00"))
+	resp := plainResp("", authUser, longPass)
+	require.Len(t, resp, 12288)
+	for _, tc := range []struct {
+		name    string
+		accept  string // the password OnAuth accepts
+		initial bool
+		code    int
+	}{
+		{"initial response accepted", longPass, true, 235},
+		{"initial response refused", authPass, true, 535},
+		{"after prompt accepted", longPass, false, 235},
+		{"after prompt refused", authPass, false, 535},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			h.pass = tc.accept
+			addr := authServe(t, AuthRequired, h, nil)
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			if tc.initial {
+				c.cmd("AUTH PLAIN "+resp, tc.code)
+			} else {
+				c.cmd("AUTH PLAIN", 334)
+				c.cmd(resp, tc.code)
+			}
+			calls := h.authCalls()
+			require.Len(t, calls, 1)
+			require.Equal(t, authUser, calls[0].Authc)
+			require.Equal(t, longPass, calls[0].Password)
+			c.cmd("NOOP", 250)
+		})
+	}
+}
+
+func TestAuthMaxFailures(t *testing.T) {
+	wrong := "AUTH PLAIN " + plainResp("", authUser, authWrong)
+	good := "AUTH PLAIN " + plainResp("", authUser, authPass)
+	t.Run("default 3", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthOptional, h, nil)
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		require.Equal(t, text535, c.cmd(wrong, 535))
+		require.Equal(t, text535, c.cmd(wrong, 535))
+		c.cmd(wrong, 421)
+		c.expectClosed()
+		require.Len(t, h.authCalls(), 3)
+	})
+	t.Run("LOGIN failures count", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthOptional, h, nil)
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		for i := 0; i < 3; i++ {
+			c.cmd("AUTH LOGIN "+b64(authUser), 334)
+			code := 535
+			if i == 2 {
+				code = 421
+			}
+			c.cmd(b64(authWrong), code)
+		}
+		c.expectClosed()
+	})
+	t.Run("syntax errors and cancels do not count", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthOptional, h, nil)
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		c.cmd(wrong, 535)
+		for _, st := range []authStep{
+			{"AUTH CRAM-MD5", 504},
+			{"AUTH", 501},
+			{"AUTH PLAIN !!!", 501},
+			{"AUTH PLAIN =", 501},
+			{"AUTH PLAIN", 334}, {"*", 501},
+			{"AUTH LOGIN", 334}, {b64(authUser), 334}, {"*", 501},
+			{"AUTH LOGIN", 334}, {"%%%", 501},
+		} {
+			c.cmd(st.send, st.code)
+		}
+		c.cmd(wrong, 535)
+		c.cmd(wrong, 421)
+		c.expectClosed()
+		// 535, 504, 501 x 6, 535, 421: every error reply is an exception.
+		require.Equal(t, []int{10}, h.waitDisconnects(t, 1))
+	})
+	t.Run("2", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthOptional, h, func(s *Server) { s.MaxAuthFailures = 2 })
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		c.cmd(wrong, 535)
+		c.cmd(wrong, 421)
+		c.expectClosed()
+	})
+	t.Run("1", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthOptional, h, func(s *Server) { s.MaxAuthFailures = 1 })
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		c.cmd(wrong, 421)
+		c.expectClosed()
+	})
+	t.Run("off", func(t *testing.T) {
+		h := newSecHandler()
+		addr := authServe(t, AuthOptional, h, func(s *Server) { s.MaxAuthFailures = -1 })
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		for i := 0; i < 10; i++ {
+			require.Equal(t, text535, c.cmd(wrong, 535), "failure %d", i+1)
+		}
+		c.cmd(good, 235)
+		require.Len(t, h.authCalls(), 11)
+	})
+}
+
+func TestAuthTimeoutInExchange(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []authStep
+	}{
+		{"PLAIN prompt", []authStep{{"AUTH PLAIN", 334}}},
+		{"LOGIN user prompt", []authStep{{"AUTH LOGIN", 334}}},
+		{"LOGIN password prompt", []authStep{{"AUTH LOGIN " + b64(authUser), 334}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr := authServe(t, AuthOptional, h, func(s *Server) { s.IOCmdTimeout = 300 * time.Millisecond })
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			for _, st := range tc.steps {
+				c.cmd(st.send, st.code)
+			}
+			// The client never answers the prompt.
+			require.Equal(t, "Timeout, closing transmission channel", c.expect(421))
+			c.expectClosed()
+			require.Empty(t, h.authCalls())
+		})
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestAuthSecretsNotLogged(t *testing.T) {
+	secrets := []string{
+		authPass, b64(authPass), authWrong, b64(authWrong),
+		plainResp("", authUser, authPass), plainResp("", authUser, authWrong),
+		plainResp("bob", authUser, authPass),
+	}
+	type step = authStep
+	for _, tc := range []struct {
+		name     string
+		mod      func(*Server)
+		steps    []step
+		rawWrite string // sent in one write after the steps
+		replies  int    // replies to read after rawWrite
+	}{
+		{name: "PLAIN initial response", steps: []step{
+			{"AUTH PLAIN " + plainResp("", authUser, authWrong), 535},
+			{"AUTH PLAIN " + plainResp("bob", authUser, authPass), 235}}},
+		{name: "PLAIN after prompt", steps: []step{
+			{"AUTH PLAIN", 334}, {plainResp("", authUser, authWrong), 535},
+			{"AUTH PLAIN", 334}, {plainResp("", authUser, authPass), 235}}},
+		{name: "LOGIN", steps: []step{
+			{"AUTH LOGIN", 334}, {b64(authUser), 334}, {b64(authWrong), 535},
+			{"AUTH LOGIN", 334}, {b64(authUser), 334}, {b64(authPass), 235}}},
+		{name: "LOGIN with user name", steps: []step{
+			{"AUTH LOGIN " + b64(authUser), 334}, {b64(authWrong), 535},
+			{"AUTH LOGIN " + b64(authUser), 334}, {b64(authPass), 235}}},
+		{name: "LOGIN password line pipelined", steps: []step{
+			{"AUTH LOGIN " + b64(authUser), 334}},
+			rawWrite: b64(authWrong) + "\r\nNOOP\r\n", replies: 2},
+		// A refused line is still a secret: the pipelining rule (pipelining off) and
+		// CRLFStrict refuse the AUTH line before it is dispatched.
+		{name: "AUTH line refused by the pipelining rule",
+			rawWrite: "AUTH PLAIN " + plainResp("", authUser, authPass) + "\r\nNOOP\r\n", replies: 2},
+		{name: "AUTH line with a bare LF in CRLFStrict", mod: func(s *Server) { s.CRLFMode = CRLFStrict },
+			rawWrite: "AUTH PLAIN " + plainResp("", authUser, authWrong) + "\n", replies: 1},
+		// Separators other than one space: the server still reads the response
+		// (or refuses the line), and the log must not show it either way.
+		{name: "tab before the response",
+			rawWrite: "AUTH PLAIN\t" + plainResp("", authUser, authWrong) + "\r\n", replies: 1},
+		{name: "tabs only", rawWrite: "AUTH\tPLAIN\t" + plainResp("", authUser, authWrong) + "\r\n", replies: 1},
+		{name: "leading space", rawWrite: " AUTH PLAIN " + plainResp("", authUser, authWrong) + "\r\n", replies: 1},
+		{name: "two spaces", rawWrite: "AUTH  PLAIN  " + plainResp("", authUser, authWrong) + "\r\n", replies: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf lockedBuffer
+			h := newSecHandler()
+			srv := &Server{Handler: h, AuthMode: AuthOptional, MaxAuthFailures: -1,
+				Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			if tc.mod != nil {
+				tc.mod(srv)
+			}
+			addr := serve(t, srv)
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			for _, st := range tc.steps {
+				c.cmd(st.send, st.code)
+			}
+			if tc.rawWrite != "" {
+				c.send(tc.rawWrite)
+				for i := 0; i < tc.replies; i++ {
+					c.reply()
+				}
+			}
+			c.cmd("QUIT", 221)
+			c.expectClosed()
+			h.waitDisconnects(t, 1)
+			out := buf.String()
+			// The log is really at Debug level and traces the session.
+			require.Contains(t, out, "QUIT")
+			require.Contains(t, out, "AUTH")
+			for _, s := range secrets {
+				require.NotContains(t, out, s, "a secret reached the log")
+			}
+		})
+	}
+}

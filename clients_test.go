@@ -1,0 +1,401 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Real SMTP clients we did not write, against the server over loopback. Each test
+// stores one message and compares it byte for byte.
+
+// clientsMessage is the message every client sends: CRLF line ends, lines that need
+// dot-stuffing, an empty line in the body, and a final CRLF.
+const clientsMessage = "From: a@example.com\r\n" +
+	"To: b@example.com\r\n" +
+	"Subject: real client\r\n" +
+	"\r\n" +
+	"first line\r\n" +
+	".leading dot\r\n" +
+	"..two dots\r\n" +
+	".\tdot and tab\r\n" +
+	"\r\n" +
+	"last line\r\n"
+
+// clientsTimeout bounds every external client run.
+const clientsTimeout = 30 * time.Second
+
+// clientsNeed returns the path of tool; a missing tool fails the test when CI is
+// set and skips it otherwise.
+func clientsNeed(t *testing.T, tool string) string {
+	t.Helper()
+	path, err := exec.LookPath(tool)
+	if err != nil {
+		clientsMissing(t, tool+" not found in PATH")
+	}
+	return path
+}
+
+func clientsMissing(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set and a real client is missing: %s", why)
+	}
+	t.Skip(why)
+}
+
+// clientsSwaks returns swaks's path; withTLS also checks swaks's STARTTLS support
+// (Debian: libnet-ssleay-perl, libio-socket-ssl-perl).
+func clientsSwaks(t *testing.T, withTLS bool) string {
+	t.Helper()
+	path := clientsNeed(t, "swaks")
+	if withTLS {
+		ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
+		defer cancel()
+		out, _ := exec.CommandContext(ctx, path, "--support").CombinedOutput()
+		if !bytes.Contains(out, []byte("=== TLS supported")) {
+			clientsMissing(t, "swaks has no TLS support:\n"+string(out))
+		}
+	}
+	return path
+}
+
+// clientsRun runs a tool with a timeout and returns its stdout, failing the test
+// (with stdout and stderr) when it does not exit 0.
+func clientsRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	require.NoError(t, err, "%s %q\nstdout:\n%s\nstderr:\n%s", name, args, stdout.String(), stderr.String())
+	return stdout.String()
+}
+
+// clientsFile writes content to a temporary file and returns its path.
+func clientsFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	return path
+}
+
+// clientsCertPEM writes the server's active certificate as PEM (a CA file for clients).
+func clientsCertPEM(t *testing.T, srv *Server) string {
+	t.Helper()
+	cfg := srv.ActiveTLSConfig()
+	require.NotNil(t, cfg)
+	var b bytes.Buffer
+	for _, der := range cfg.Certificates[0].Certificate {
+		require.NoError(t, pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	return clientsFile(t, "server.pem", b.String())
+}
+
+// clientsServe serves a secHandler with the given modes and returns the address.
+func clientsServe(t *testing.T, tlsMode TLSMode, authMode AuthMode) (*Server, *secHandler, string) {
+	t.Helper()
+	h := newSecHandler()
+	srv := &Server{Handler: h, TLSMode: tlsMode, AuthMode: authMode}
+	var addr string
+	if tlsMode == TLSForbidden {
+		addr = serve(t, srv)
+	} else {
+		addr, _ = tlsServe(t, srv)
+	}
+	return srv, h, addr
+}
+
+// clientsCheck waits for the one message and checks it and its session state.
+func clientsCheck(t *testing.T, h *secHandler, encrypted bool, authID string) {
+	t.Helper()
+	m := h.waitMessages(t, 1)[0]
+	require.Equal(t, clientsMessage, m.Data)
+	require.Equal(t, "a@example.com", m.From)
+	require.Equal(t, []string{"b@example.com"}, m.To)
+	snap := h.snapshots(t, 1)[0]
+	require.Equal(t, encrypted, snap.Encrypted)
+	require.Equal(t, encrypted, snap.TLSOK)
+	require.Equal(t, authID, snap.AuthenticationID)
+	require.Len(t, h.messages(), 1)
+}
+
+func TestClientsSwaks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tls  bool
+		auth string // "", "PLAIN", "LOGIN"
+	}{
+		{"plain", false, ""},
+		{"TLS AUTH PLAIN", true, "PLAIN"},
+		{"TLS AUTH LOGIN", true, "LOGIN"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			swaks := clientsSwaks(t, tc.tls)
+			tlsMode, authMode := TLSForbidden, AuthForbidden
+			if tc.tls {
+				tlsMode, authMode = TLSRequired, AuthRequired
+			}
+			_, h, addr := clientsServe(t, tlsMode, authMode)
+			// swaks ends the data with "\r\n.\r\n" after removing a trailing dot
+			// line: a file ending in ".\r\n" is sent as it is (dot-stuffed).
+			args := []string{"--server", addr, "--helo", "swaks.example",
+				"--from", "a@example.com", "--to", "b@example.com",
+				"--data", "@" + clientsFile(t, "msg.eml", clientsMessage+".\r\n"), "--timeout", "20"}
+			if tc.tls {
+				args = append(args, "--tls", "--auth", tc.auth, "--auth-user", authUser, "--auth-password", authPass)
+			}
+			out := clientsRun(t, swaks, args...)
+			wantID := ""
+			if tc.tls {
+				require.Contains(t, out, "<-  220 Ready to start TLS", "swaks did not use STARTTLS")
+				require.Contains(t, out, "=== TLS started")
+				require.Contains(t, out, "~> AUTH "+tc.auth)
+				require.Contains(t, out, "<~  235 OK")
+				wantID = authUser
+			}
+			clientsCheck(t, h, tc.tls, wantID)
+			if tc.tls {
+				require.Equal(t, []secCall{{"", authUser, authPass}}, h.authCalls())
+			} else {
+				require.Empty(t, h.authCalls())
+			}
+		})
+	}
+	t.Run("TLS AUTH wrong password", func(t *testing.T) {
+		swaks := clientsSwaks(t, true)
+		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, swaks, "--server", addr, "--from", "a@example.com", "--to", "b@example.com",
+			"--tls", "--auth", "PLAIN", "--auth-user", authUser, "--auth-password", authWrong, "--timeout", "20").CombinedOutput()
+		require.Error(t, err, "swaks must fail: %s", out)
+		require.Contains(t, string(out), "535 Authentication credentials invalid")
+		require.Equal(t, []secCall{{"", authUser, authWrong}}, h.authCalls())
+		require.Empty(t, h.messages())
+	})
+}
+
+func TestClientsPythonSmtplib(t *testing.T) {
+	script := filepath.Join("testdata", "clients", "smtplib_client.py")
+	for _, tc := range []struct {
+		name, mode string
+	}{
+		{"plain", "plain"},
+		{"STARTTLS login", "starttls"},
+		{"STARTTLS AUTH LOGIN", "starttls-login"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			python := clientsNeed(t, "python3")
+			tlsMode, authMode := TLSForbidden, AuthForbidden
+			if tc.mode != "plain" {
+				tlsMode, authMode = TLSRequired, AuthRequired
+			}
+			srv, h, addr := clientsServe(t, tlsMode, authMode)
+			cafile := "-"
+			if tc.mode != "plain" {
+				cafile = clientsCertPEM(t, srv)
+			}
+			host, port, err := net.SplitHostPort(addr)
+			require.NoError(t, err)
+			out := clientsRun(t, python, script, tc.mode, host, port, cafile, authUser, authPass,
+				"a@example.com", "b@example.com", clientsFile(t, "msg.eml", clientsMessage))
+			require.Contains(t, out, "sent")
+			wantID := ""
+			if tc.mode != "plain" {
+				wantID = authUser
+				require.Equal(t, []secCall{{"", authUser, authPass}}, h.authCalls())
+			}
+			clientsCheck(t, h, tc.mode != "plain", wantID)
+		})
+	}
+	t.Run("STARTTLS verification against another CA fails", func(t *testing.T) {
+		python := clientsNeed(t, "python3")
+		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		host, port, err := net.SplitHostPort(addr)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, python, script, "starttls", host, port,
+			filepath.Join("testdata", "certs", "selfsigned.crt"), authUser, authPass,
+			"a@example.com", "b@example.com", clientsFile(t, "msg.eml", clientsMessage)).CombinedOutput()
+		require.Error(t, err, "python must refuse the certificate: %s", out)
+		require.Contains(t, string(out), "CERTIFICATE_VERIFY_FAILED")
+		require.Empty(t, h.authCalls(), "no credentials sent over an unverified connection")
+		require.Empty(t, h.messages())
+	})
+}
+
+// clientsReplyLine matches the last line of an SMTP reply.
+var clientsReplyLine = regexp.MustCompile(`^[2-5][0-9][0-9] `)
+
+// clientsOpenSSL drives "openssl s_client" interactively: each command line is
+// written to its stdin after the reply to the previous one was read from its stdout.
+type clientsOpenSSL struct {
+	t     *testing.T
+	stdin io.WriteCloser
+	lines chan string
+	cmd   *exec.Cmd
+	err   *lockedBuffer
+}
+
+func clientsStartOpenSSL(t *testing.T, args ...string) *clientsOpenSSL {
+	t.Helper()
+	openssl := clientsNeed(t, "openssl")
+	ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, openssl, append([]string{"s_client"}, args...)...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	o := &clientsOpenSSL{t: t, stdin: stdin, lines: make(chan string, 100), cmd: cmd, err: &lockedBuffer{}}
+	cmd.Stderr = o.err
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	go func() {
+		defer close(o.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			o.lines <- sc.Text()
+		}
+	}()
+	return o
+}
+
+// expect reads stdout up to the last line of a reply and checks its code.
+func (o *clientsOpenSSL) expect(code string) {
+	o.t.Helper()
+	timeout := time.After(clientsTimeout)
+	for {
+		select {
+		case l, ok := <-o.lines:
+			require.True(o.t, ok, "openssl s_client ended while waiting for %s; stderr:\n%s", code, o.err.String())
+			if clientsReplyLine.MatchString(l) {
+				require.Equal(o.t, code, l[:3], "reply %q; stderr:\n%s", l, o.err.String())
+				return
+			}
+		case <-timeout:
+			require.Failf(o.t, "openssl s_client", "no %s reply; stderr:\n%s", code, o.err.String())
+		}
+	}
+}
+
+func (o *clientsOpenSSL) send(s string) {
+	o.t.Helper()
+	_, err := io.WriteString(o.stdin, s)
+	require.NoError(o.t, err)
+}
+
+// clientsStuffed is clientsMessage dot-stuffed, as a raw client must send it.
+func clientsStuffed() string {
+	return regexp.MustCompile(`(?m)^\.`).ReplaceAllString(clientsMessage, "..")
+}
+
+func TestClientsOpenSSL(t *testing.T) {
+	t.Run("STARTTLS", func(t *testing.T) {
+		clientsNeed(t, "openssl")
+		srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		o := clientsStartOpenSSL(t, "-starttls", "smtp", "-connect", addr, "-quiet", "-nocommands",
+			"-CAfile", clientsCertPEM(t, srv), "-verify_return_error", "-verify_ip", "127.0.0.1")
+		err := o.transactionStuffed()
+		clientsCheck(t, h, true, authUser)
+		o.checkExit(err)
+	})
+	t.Run("implicit TLS", func(t *testing.T) {
+		clientsNeed(t, "openssl")
+		ports := freePorts(t, 2)
+		h := newSecHandler()
+		srv := &Server{Handler: h, Hosts: "127.0.0.1", Ports: ports[0] + ":" + ports[1], ImplicitTLSPorts: ports[1],
+			TLSMode: TLSRequired, AuthMode: AuthRequired}
+		tlsStartServer(t, srv)
+		o := clientsStartOpenSSL(t, "-connect", net.JoinHostPort("127.0.0.1", ports[1]), "-quiet", "-nocommands",
+			"-CAfile", clientsCertPEM(t, srv), "-verify_return_error", "-verify_ip", "127.0.0.1")
+		o.expect("220")
+		err := o.transactionStuffed()
+		clientsCheck(t, h, true, authUser)
+		o.checkExit(err)
+	})
+}
+
+// transactionStuffed sends EHLO, AUTH PLAIN, one message (dot-stuffed, as a raw
+// client must) and QUIT, and waits for openssl to exit; it returns the exit error.
+func (o *clientsOpenSSL) transactionStuffed() error {
+	o.t.Helper()
+	for _, st := range []struct{ send, code string }{
+		{"EHLO openssl.example\r\n", "250"},
+		{"AUTH PLAIN " + plainResp("", authUser, authPass) + "\r\n", "235"},
+		{"MAIL FROM:<a@example.com>\r\n", "250"},
+		{"RCPT TO:<b@example.com>\r\n", "250"},
+		{"DATA\r\n", "354"},
+		{clientsStuffed() + ".\r\n", "250"},
+		{"QUIT\r\n", "221"},
+	} {
+		o.send(st.send)
+		o.expect(st.code)
+	}
+	o.stdin.Close()
+	return o.cmd.Wait()
+}
+
+// checkExit checks openssl's exit status: OpenSSL 3 exits 1 ("unexpected
+// eof while reading") when the server closes the TLS connection without sending a
+// close_notify alert (RFC 8446 6.1).
+func (o *clientsOpenSSL) checkExit(err error) {
+	o.t.Helper()
+	require.NoError(o.t, err, "openssl s_client exit (a close without close_notify fails it); stderr:\n%s", o.err.String())
+}
+
+func TestClientsGoNetSMTP(t *testing.T) {
+	srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+	c, err := smtp.Dial(addr)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Hello("go.example"))
+	ok, _ := c.Extension("STARTTLS")
+	require.True(t, ok)
+	require.NoError(t, c.StartTLS(&tls.Config{RootCAs: tlsPoolOf(t, srv.ActiveTLSConfig()), ServerName: "127.0.0.1"}))
+	ok, mechs := c.Extension("AUTH")
+	require.True(t, ok)
+	require.Equal(t, "LOGIN PLAIN", mechs)
+	require.NoError(t, c.Auth(smtp.PlainAuth("", authUser, authPass, "127.0.0.1")))
+	require.NoError(t, c.Mail("a@example.com"))
+	require.NoError(t, c.Rcpt("b@example.com"))
+	w, err := c.Data()
+	require.NoError(t, err)
+	_, err = io.WriteString(w, clientsMessage)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.NoError(t, c.Quit())
+	clientsCheck(t, h, true, authUser)
+
+	t.Run("wrong password", func(t *testing.T) {
+		c, err := smtp.Dial(addr)
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.StartTLS(&tls.Config{RootCAs: tlsPoolOf(t, srv.ActiveTLSConfig()), ServerName: "127.0.0.1"}))
+		err = c.Auth(smtp.PlainAuth("", authUser, authWrong, "127.0.0.1"))
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "535")
+		require.Contains(t, err.Error(), "Authentication credentials invalid")
+		require.Error(t, c.Mail("a@example.com"), "MAIL without AUTH")
+	})
+}

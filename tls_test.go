@@ -1,0 +1,610 @@
+package smtpd
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const textStartTLS = "Encryption required, must issue STARTTLS command first"
+
+// tlsServe serves srv like serve and waits until its TLS configuration is active; it
+// returns the address and a pool that trusts the server's (first) certificate.
+func tlsServe(t *testing.T, srv *Server) (string, *x509.CertPool) {
+	t.Helper()
+	addr := serve(t, srv)
+	// Serve sets up TLS before it accepts: a banner proves it is done.
+	c := dialGreeted(t, addr)
+	c.cmd("QUIT", 221)
+	cfg := srv.ActiveTLSConfig()
+	require.NotNil(t, cfg, "ActiveTLSConfig after Serve")
+	return addr, tlsPoolOf(t, cfg)
+}
+
+// tlsPoolOf returns a pool holding the leaf of cfg's first certificate.
+func tlsPoolOf(t *testing.T, cfg *tls.Config) *x509.CertPool {
+	t.Helper()
+	require.NotEmpty(t, cfg.Certificates)
+	leaf := cfg.Certificates[0].Leaf
+	if leaf == nil {
+		var err error
+		leaf, err = x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+		require.NoError(t, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return pool
+}
+
+// tlsPoolFile returns a pool with every certificate of a PEM file.
+func tlsPoolFile(t *testing.T, path string) *x509.CertPool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(b), "no certificate in %s", path)
+	return pool
+}
+
+// tlsFirstDER returns the DER bytes of the first certificate of a PEM file.
+func tlsFirstDER(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		require.NotNil(t, block, "no certificate in %s", path)
+		if block.Type == "CERTIFICATE" {
+			return block.Bytes
+		}
+	}
+}
+
+// tlsClientConfig verifies the server as 127.0.0.1 (its IP SAN) against pool.
+func tlsClientConfig(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+}
+
+// tlsHandshake runs a client handshake on c (whose banner and 220 to STARTTLS have
+// been read) and returns a client speaking over TLS.
+func tlsHandshake(t *testing.T, c *client, cfg *tls.Config) (*client, error) {
+	t.Helper()
+	require.Zero(t, c.r.Buffered(), "plaintext after the 220 to STARTTLS")
+	tc := tls.Client(c.conn, cfg)
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	return &client{t: t, conn: tc, r: bufio.NewReader(tc)}, nil
+}
+
+// tlsStart sends STARTTLS, expects "220 Ready to start TLS" and does the handshake.
+func tlsStart(t *testing.T, c *client, cfg *tls.Config) *client {
+	t.Helper()
+	require.Equal(t, "Ready to start TLS", c.cmd("STARTTLS", 220))
+	tc, err := tlsHandshake(t, c, cfg)
+	require.NoError(t, err, "TLS handshake")
+	return tc
+}
+
+// tlsDial connects to an implicit TLS port and reads the banner over TLS.
+func tlsDial(t *testing.T, addr string, cfg *tls.Config) *client {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	conn, err := tls.DialWithDialer(d, "tcp", addr, cfg)
+	require.NoError(t, err, "TLS dial %s", addr)
+	t.Cleanup(func() { conn.Close() })
+	c := &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.expect(220)
+	return c
+}
+
+// readUntilClosed reads whatever the server still sends until it closes the
+// connection (failing on a timeout) and returns it.
+func readUntilClosed(t *testing.T, conn net.Conn, r io.Reader) []byte {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(r)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		require.Failf(t, "connection not closed", "still open after 10 s (read %q)", b)
+	}
+	return b
+}
+
+// smtpReply matches a plaintext SMTP reply line at the start of a line.
+var smtpReply = regexp.MustCompile(`(?m)^[2-5][0-9][0-9][ -]`)
+
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var ports []string
+	var ls []net.Listener
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		ls = append(ls, l)
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// tlsStartServer starts srv (Hosts 127.0.0.1) and stops it at cleanup.
+func tlsStartServer(t *testing.T, srv *Server) {
+	t.Helper()
+	if srv.Logger == nil {
+		srv.Logger = testLogger()
+	}
+	require.NoError(t, srv.Start())
+	t.Cleanup(func() {
+		srv.Close()
+		srv.Wait()
+	})
+}
+
+func TestTLSStartTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode TLSMode
+	}{{"optional", TLSOptional}, {"required", TLSRequired}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr, pool := tlsServe(t, &Server{Handler: h, TLSMode: tc.mode, AuthMode: AuthOptional})
+			c := dialGreeted(t, addr)
+			lines := c.ehloLines("client.example")
+			require.Contains(t, lines, "STARTTLS")
+			require.NotContains(t, lines, "AUTH LOGIN PLAIN", "no AUTH offered on plaintext when TLS is available")
+			require.Equal(t, text538, c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 538))
+			require.Empty(t, h.authCalls())
+
+			sc := tlsStart(t, c, tlsClientConfig(pool))
+			sc.cmd("MAIL FROM:<a@example.com>", 503) // EHLO needed again
+			sc.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 503)
+			lines = sc.ehloLines("client.example")
+			require.NotContains(t, lines, "STARTTLS")
+			require.Contains(t, lines, "AUTH LOGIN PLAIN")
+			sc.cmd("STARTTLS", 503)
+			sc.cmd("STARTTLS x", 501)
+			sc.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235)
+			sc.sendMessage("a@example.com", "b@example.com")
+			sc.cmd("QUIT", 221)
+			snap := h.snapshots(t, 1)[0]
+			require.True(t, snap.Encrypted)
+			require.False(t, snap.EncryptedAt.IsZero())
+			require.True(t, snap.TLSOK, "TLSState visible to hooks")
+			require.True(t, snap.TLS.HandshakeComplete)
+			require.GreaterOrEqual(t, snap.TLS.Version, uint16(tls.VersionTLS12))
+			require.Equal(t, authUser, snap.AuthenticationID)
+			require.False(t, snap.EncryptedAt.After(snap.AuthenticatedAt), "TLS came before AUTH")
+		})
+	}
+}
+
+func TestTLSPlaintextSessionState(t *testing.T) {
+	h := newSecHandler()
+	addr, _ := tlsServe(t, &Server{Handler: h, TLSMode: TLSOptional})
+	c := dialGreeted(t, addr)
+	c.ehloLines("x")
+	c.sendMessage("a@example.com", "b@example.com")
+	snap := h.snapshots(t, 1)[0]
+	require.False(t, snap.Encrypted)
+	require.True(t, snap.EncryptedAt.IsZero())
+	require.False(t, snap.TLSOK)
+}
+
+func TestTLSStartTLSErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		mode  TLSMode
+		steps []authStep
+	}{
+		{"before EHLO", TLSOptional, []authStep{{"STARTTLS", 503}, {"HELO x", 250}}},
+		{"with a parameter", TLSOptional, []authStep{{"EHLO x", 250}, {"STARTTLS x", 501}, {"STARTTLS  now", 501}}},
+		{"with a parameter before EHLO", TLSOptional, []authStep{{"STARTTLS x", 501}}},
+		{"forbidden", TLSForbidden, []authStep{{"EHLO x", 250}, {"STARTTLS", 500}}},
+		{"required before EHLO", TLSRequired, []authStep{{"STARTTLS", 503}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &Server{TLSMode: tc.mode}
+			var addr string
+			if tc.mode == TLSForbidden {
+				addr = serve(t, srv)
+			} else {
+				addr, _ = tlsServe(t, srv)
+			}
+			c := dialGreeted(t, addr)
+			for _, st := range tc.steps {
+				c.cmd(st.send, st.code)
+			}
+			// Still plaintext and in command mode.
+			c.cmd("NOOP", 250)
+			c.cmd("QUIT", 221)
+		})
+	}
+	t.Run("forbidden: no STARTTLS keyword", func(t *testing.T) {
+		c := dialGreeted(t, serve(t, &Server{}))
+		require.NotContains(t, c.ehloLines("x"), "STARTTLS")
+	})
+}
+
+func TestTLSRequired(t *testing.T) {
+	h := newSecHandler()
+	addr, pool := tlsServe(t, &Server{Handler: h, TLSMode: TLSRequired, AuthMode: AuthOptional})
+	c := dialGreeted(t, addr)
+	c.cmd("NOOP", 250)
+	c.cmd("HELO x", 250)
+	lines := c.ehloLines("client.example")
+	require.Contains(t, lines, "STARTTLS")
+	require.NotContains(t, lines, "AUTH LOGIN PLAIN")
+	for _, cmd := range []string{
+		"MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA", "RSET", "RSET x",
+		"VRFY alice", "EXPN list", "HELP", "XYZZY", "mail from:<a@example.com>",
+	} {
+		require.Equal(t, textStartTLS, c.cmd(cmd, 530), cmd)
+	}
+	require.Equal(t, text538, c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 538))
+	require.Equal(t, text538, c.cmd("AUTH LOGIN", 538))
+	require.Empty(t, h.authCalls())
+	require.Empty(t, h.mailCalls())
+
+	sc := tlsStart(t, c, tlsClientConfig(pool))
+	sc.cmd("RSET", 250)
+	sc.ehloLines("client.example")
+	sc.sendMessage("a@example.com", "b@example.com")
+	sc.cmd("QUIT", 221)
+	require.True(t, h.snapshots(t, 1)[0].Encrypted)
+
+	t.Run("QUIT before TLS", func(t *testing.T) {
+		c := dialGreeted(t, addr)
+		c.cmd("QUIT", 221)
+		c.expectClosed()
+	})
+}
+
+func TestTLSStateReset(t *testing.T) {
+	h := newSecHandler()
+	addr, pool := tlsServe(t, &Server{Handler: h, TLSMode: TLSOptional, AuthMode: AuthOptional})
+	c := dialGreeted(t, addr)
+	c.ehloLines("before.example")
+	c.cmd("MAIL FROM:<a@example.com>", 250)
+	c.cmd("RCPT TO:<a@example.com>", 250)
+	sc := tlsStart(t, c, tlsClientConfig(pool))
+	sc.cmd("MAIL FROM:<a@example.com>", 503)
+	sc.ehloLines("after.example")
+	sc.cmd("DATA", 503) // the envelope is gone
+	sc.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235)
+	sc.cmd("MAIL FROM:<a@example.com>", 250)
+	sc.cmd("RCPT TO:<b@example.com>", 250)
+	sc.cmd("DATA", 354)
+	sc.send("Subject: reset\r\n\r\nx\r\n.\r\n")
+	sc.expect(250)
+	m := h.waitMessages(t, 1)[0]
+	require.Equal(t, []string{"b@example.com"}, m.To)
+	require.Equal(t, "after.example", m.Helo)
+	require.Equal(t, "Subject: reset\r\n\r\nx\r\n", m.Data)
+	require.Equal(t, []secHelo{{"before.example", false}, {"after.example", true}}, h.heloCalls())
+}
+
+// TestTLSAuthClearedBySTARTTLS checks that STARTTLS forgets an authentication made
+// before it. Plaintext AUTH is refused whenever TLS is available, so the handler's
+// OnHelo marks the plaintext session authenticated itself (the fields are exported),
+// standing for any way a session got authenticated before STARTTLS.
+func TestTLSAuthClearedBySTARTTLS(t *testing.T) {
+	h := newSecHandler()
+	type seen struct {
+		authenticated   bool
+		authcID, authzD string
+	}
+	got := make(chan seen, 4)
+	h.onHelo = func(s *Session) {
+		if !s.IsEncrypted() {
+			s.AuthenticationID, s.AuthorizationID, s.AuthenticatedAt = "mallory", "mallory", time.Now()
+			return
+		}
+		got <- seen{s.IsAuthenticated(), s.AuthenticationID, s.AuthorizationID}
+	}
+	addr, pool := tlsServe(t, &Server{Handler: h, TLSMode: TLSOptional, AuthMode: AuthRequired})
+	c := dialGreeted(t, addr)
+	c.ehloLines("x")
+	c.cmd("MAIL FROM:<a@example.com>", 250) // authenticated, by the hook
+	sc := tlsStart(t, c, tlsClientConfig(pool))
+	sc.ehloLines("x")
+	require.Equal(t, seen{}, <-got, "authentication state after STARTTLS")
+	sc.cmd("MAIL FROM:<a@example.com>", 530)
+	sc.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235) // not 503: no longer authenticated
+	sc.sendMessage("a@example.com", "b@example.com")
+	snap := h.snapshots(t, 1)[0]
+	require.Equal(t, authUser, snap.AuthenticationID)
+	require.Equal(t, authUser, snap.AuthorizationID)
+}
+
+func TestTLSImplicit(t *testing.T) {
+	ports := freePorts(t, 2)
+	h := newSecHandler()
+	srv := &Server{Handler: h, Hosts: "127.0.0.1", Ports: ports[0] + ":" + ports[1], ImplicitTLSPorts: ports[1],
+		TLSMode: TLSOptional, AuthMode: AuthOptional}
+	tlsStartServer(t, srv)
+	require.Len(t, srv.Addrs(), 2)
+	cfg := tlsClientConfig(tlsPoolOf(t, srv.ActiveTLSConfig()))
+	plainAddr := net.JoinHostPort("127.0.0.1", ports[0])
+	implicitAddr := net.JoinHostPort("127.0.0.1", ports[1])
+
+	t.Run("implicit port", func(t *testing.T) {
+		c := tlsDial(t, implicitAddr, cfg)
+		lines := c.ehloLines("x")
+		require.NotContains(t, lines, "STARTTLS")
+		require.Contains(t, lines, "AUTH LOGIN PLAIN")
+		c.cmd("STARTTLS", 503)
+		c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235)
+		c.sendMessage("a@example.com", "implicit@example.com")
+		c.cmd("QUIT", 221)
+		snap := h.snapshots(t, 1)[0]
+		require.Equal(t, []string{"implicit@example.com"}, snap.To)
+		require.True(t, snap.Encrypted)
+		require.True(t, snap.TLSOK)
+		require.Equal(t, authUser, snap.AuthenticationID)
+	})
+	t.Run("STARTTLS port", func(t *testing.T) {
+		c := dialGreeted(t, plainAddr)
+		require.Contains(t, c.ehloLines("x"), "STARTTLS")
+		sc := tlsStart(t, c, cfg)
+		sc.ehloLines("x")
+		sc.cmd("QUIT", 221)
+	})
+	t.Run("plaintext client on the implicit port", func(t *testing.T) {
+		c := dial(t, implicitAddr)
+		c.send("EHLO x\r\n")
+		b := readUntilClosed(t, c.conn, c.r)
+		require.False(t, smtpReply.Match(b), "plaintext reply on an implicit TLS port: %q", b)
+	})
+}
+
+func TestTLSImplicitStartErrors(t *testing.T) {
+	ports := freePorts(t, 2)
+	for _, tc := range []struct {
+		name string
+		srv  *Server
+		want string
+	}{
+		{"port not bound", &Server{Ports: ports[0], ImplicitTLSPorts: ports[1], TLSMode: TLSOptional}, ports[1]},
+		{"TLS forbidden", &Server{Ports: ports[0], ImplicitTLSPorts: ports[0]}, "ImplicitTLSPorts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.srv.Hosts = "127.0.0.1"
+			tc.srv.Logger = testLogger()
+			err := tc.srv.Start()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+			// Nothing stays bound.
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", ports[0]))
+			require.NoError(t, err, "port %s still bound after a failed Start", ports[0])
+			l.Close()
+		})
+	}
+}
+
+func TestTLSCertificateFiles(t *testing.T) {
+	dir := filepath.Join("testdata", "certs")
+	for _, tc := range []struct {
+		name, cert, key, root string
+		chain                 int // certificates the server sends
+	}{
+		{"self-signed RSA with key file", "selfsigned.crt", "selfsigned.key", "selfsigned.crt", 1},
+		{"leaf and CA chain", "leaf-chain.crt", "leaf.key", "ca.crt", 2},
+		{"key inside the certificate file", "combined.pem", "", "combined.pem", 1},
+		{"ECDSA SEC1 key", "ecdsa.crt", "ecdsa.key", "ecdsa.crt", 1},
+		{"Ed25519", "ed25519.crt", "ed25519.key", "ed25519.crt", 1},
+		{"RSA PKCS#1 key", "rsa2048.crt", "rsa2048.key", "rsa2048.crt", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &Server{TLSMode: TLSOptional, TLSCertPath: filepath.Join(dir, tc.cert)}
+			if tc.key != "" {
+				srv.TLSKeyPath = filepath.Join(dir, tc.key)
+			}
+			addr, _ := tlsServe(t, srv)
+			leafDER := tlsFirstDER(t, filepath.Join(dir, tc.cert))
+			require.Equal(t, leafDER, srv.ActiveTLSConfig().Certificates[0].Certificate[0])
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			sc := tlsStart(t, c, tlsClientConfig(tlsPoolFile(t, filepath.Join(dir, tc.root))))
+			st := sc.conn.(*tls.Conn).ConnectionState()
+			require.Len(t, st.PeerCertificates, tc.chain)
+			require.Equal(t, leafDER, st.PeerCertificates[0].Raw)
+			sc.ehloLines("x")
+			sc.cmd("QUIT", 221)
+		})
+	}
+	t.Run("leaf and CA chain verified as localhost", func(t *testing.T) {
+		addr, _ := tlsServe(t, &Server{TLSMode: TLSOptional,
+			TLSCertPath: filepath.Join(dir, "leaf-chain.crt"), TLSKeyPath: filepath.Join(dir, "leaf.key")})
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		tlsStart(t, c, &tls.Config{RootCAs: tlsPoolFile(t, filepath.Join(dir, "ca.crt")), ServerName: "localhost"}).cmd("NOOP", 250)
+	})
+}
+
+func TestTLSWrongCN(t *testing.T) {
+	dir := filepath.Join("testdata", "certs")
+	srv := &Server{TLSMode: TLSOptional,
+		TLSCertPath: filepath.Join(dir, "wrongcn.crt"), TLSKeyPath: filepath.Join(dir, "wrongcn.key")}
+	addr, _ := tlsServe(t, srv)
+	pool := tlsPoolFile(t, filepath.Join(dir, "wrongcn.crt"))
+	for _, name := range []string{"127.0.0.1", "localhost"} {
+		t.Run(name, func(t *testing.T) {
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			c.cmd("STARTTLS", 220)
+			_, err := tlsHandshake(t, c, &tls.Config{RootCAs: pool, ServerName: name})
+			require.Error(t, err)
+			var he x509.HostnameError
+			require.ErrorAs(t, err, &he, "want a hostname verification error, got %v", err)
+			readUntilClosed(t, c.conn, c.r)
+		})
+	}
+	t.Run("control: right name", func(t *testing.T) {
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		tlsStart(t, c, &tls.Config{RootCAs: pool, ServerName: "wrong.example"}).cmd("NOOP", 250)
+	})
+}
+
+func TestTLSCertificateErrors(t *testing.T) {
+	dir := filepath.Join("testdata", "certs")
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	unreadable := filepath.Join(t.TempDir(), "dir.pem") // a directory cannot be read as a file
+	require.NoError(t, os.Mkdir(unreadable, 0o755))
+	for _, tc := range []struct {
+		name, cert, key string
+		want            []string // substrings of the error (file names)
+	}{
+		{"missing certificate", missing, filepath.Join(dir, "selfsigned.key"), []string{missing}},
+		{"unreadable certificate", unreadable, filepath.Join(dir, "selfsigned.key"), []string{unreadable}},
+		{"missing key", filepath.Join(dir, "selfsigned.crt"), missing, []string{missing}},
+		{"mismatched key", filepath.Join(dir, "selfsigned.crt"), filepath.Join(dir, "mismatch.key"),
+			[]string{filepath.Join(dir, "mismatch.key")}},
+		{"no key in the certificate file", filepath.Join(dir, "selfsigned.crt"), "", []string{filepath.Join(dir, "selfsigned.crt")}},
+		{"key file as certificate", filepath.Join(dir, "selfsigned.key"), filepath.Join(dir, "selfsigned.key"),
+			[]string{filepath.Join(dir, "selfsigned.key")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := freePorts(t, 1)[0]
+			srv := &Server{Hosts: "127.0.0.1", Ports: port, TLSMode: TLSOptional,
+				TLSCertPath: tc.cert, TLSKeyPath: tc.key, Logger: testLogger()}
+			err := srv.Start()
+			require.Error(t, err)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+			require.Empty(t, srv.Addrs())
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
+			require.NoError(t, err, "port still bound after a failed Start")
+			l.Close()
+		})
+	}
+}
+
+func TestTLSConfigAsGiven(t *testing.T) {
+	dir := filepath.Join("testdata", "certs")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "ecdsa.crt"), filepath.Join(dir, "ecdsa.key"))
+	require.NoError(t, err)
+	var calls atomic.Int32
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		calls.Add(1)
+		return &cert, nil
+	}}
+	// TLSConfig wins over the certificate paths, which would fail.
+	srv := &Server{TLSMode: TLSOptional, TLSConfig: cfg, TLSCertPath: filepath.Join(t.TempDir(), "missing.pem")}
+	addr := serve(t, srv)
+	dialGreeted(t, addr).cmd("QUIT", 221)
+	require.Same(t, cfg, srv.ActiveTLSConfig())
+	client := tlsClientConfig(tlsPoolFile(t, filepath.Join(dir, "ecdsa.crt")))
+	for i := 1; i <= 2; i++ {
+		c := dialGreeted(t, addr)
+		c.ehloLines("x")
+		tlsStart(t, c, client).cmd("QUIT", 221)
+		require.Equal(t, int32(i), calls.Load(), "GetCertificate calls")
+	}
+}
+
+func TestTLSHandshakeNeverCompletes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		after string // sent after the 220 to STARTTLS; "" sends nothing
+	}{
+		{"plaintext garbage", "EHLO x\r\nMAIL FROM:<a@b>\r\n"},
+		{"short garbage", "x\r\n"},
+		{"stall", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr, _ := tlsServe(t, &Server{Handler: h, TLSMode: TLSOptional, IOCmdTimeout: 500 * time.Millisecond})
+			h.waitDisconnects(t, 1) // tlsServe's probe
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			c.cmd("STARTTLS", 220)
+			if tc.after != "" {
+				c.send(tc.after)
+			}
+			// Another client is served while the handshake hangs.
+			other := dialGreeted(t, addr)
+			other.ehloLines("other")
+			other.sendMessage("a@example.com", "b@example.com")
+			other.cmd("QUIT", 221)
+			b := readUntilClosed(t, c.conn, c.r)
+			require.False(t, smtpReply.Match(b), "plaintext reply after STARTTLS: %q", b)
+			h.waitDisconnects(t, 3)
+			require.Equal(t, []string{"a@example.com"}, h.mailCalls(), "only the other client's MAIL ran")
+			require.Equal(t, []secHelo{{"x", false}, {"other", false}}, h.heloCalls())
+		})
+	}
+}
+
+// tlsRecordTypes returns the content types of the TLS records in b, in order.
+func tlsRecordTypes(b []byte) []byte {
+	var types []byte
+	for len(b) >= 5 {
+		types = append(types, b[0])
+		n := int(b[3])<<8 | int(b[4])
+		if len(b) < 5+n {
+			break
+		}
+		b = b[5+n:]
+	}
+	return types
+}
+
+// TestTLSCloseNotify checks that the server ends a TLS session with a close_notify
+// alert before closing the connection (RFC 8446 6.1; OpenSSL 3 clients report a
+// close without it as an error). TLS 1.2 is forced so that alert records are
+// visible on the wire (content type 21).
+func TestTLSCloseNotify(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps []authStep // over TLS, after EHLO; the last one ends the session
+	}{
+		{"QUIT", []authStep{{"QUIT", 221}}},
+		{"421 after MaxAuthFailures", []authStep{{"AUTH PLAIN " + plainResp("", authUser, authWrong), 421}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSecHandler()
+			addr, pool := tlsServe(t, &Server{Handler: h, TLSMode: TLSOptional, AuthMode: AuthOptional, MaxAuthFailures: 1})
+			c := dialGreeted(t, addr)
+			c.ehloLines("x")
+			c.cmd("STARTTLS", 220)
+			ic := &injectionConn{Conn: c.conn, r: c.r}
+			cfg := tlsClientConfig(pool)
+			cfg.MaxVersion = tls.VersionTLS12
+			tconn := tls.Client(ic, cfg)
+			tconn.SetDeadline(time.Now().Add(10 * time.Second))
+			require.NoError(t, tconn.Handshake())
+			sc := &client{t: t, conn: tconn, r: bufio.NewReader(tconn)}
+			sc.ehloLines("x")
+			for _, st := range tc.steps {
+				sc.cmd(st.send, st.code)
+			}
+			readUntilClosed(t, tconn, sc.r)
+			types := tlsRecordTypes(ic.received())
+			require.NotEmpty(t, types)
+			require.Equal(t, byte(21), types[len(types)-1],
+				"the last record before the close must be an alert (close_notify); record types: %v", types)
+		})
+	}
+}
