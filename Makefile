@@ -42,7 +42,7 @@ fuzz:
 		for target in $$(echo "$$list" | grep '^Fuzz' || true); do \
 			n=$$((n + 1)); \
 			echo "== $$pkg $$target for $(FUZZTIME)"; \
-			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s "$$pkg"; \
 		done; \
 	done; \
 	echo "== $$n fuzz targets run for $(FUZZTIME) each"

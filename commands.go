@@ -40,8 +40,10 @@ func (s *Session) dispatch(line string) {
 	case "QUIT":
 		err = noArgs(args)
 		if err == nil {
-			s.reply(221, "Service closing transmission channel")
 			s.quit = true
+			if s.bye.CompareAndSwap(false, true) {
+				s.reply(221, "Service closing transmission channel")
+			}
 		}
 	case "STARTTLS":
 		err = s.cmdStartTLS(args)

@@ -36,9 +36,6 @@ func (s *Session) receiveData() error {
 		}
 		if !started {
 			started = true
-			if s.Message.Data == nil {
-				s.Message.Data = make([]byte, 0, 4096)
-			}
 			failed = s.h.OnDataStart(s)
 		}
 		failed = s.storeLine(d, failed)
@@ -81,12 +78,34 @@ func (s *Session) storeLine(d dataLine, failed error) error {
 		s.Message.Data = nil
 		return SMTPError552
 	}
-	s.Message.Data = append(s.Message.Data, d.text...)
-	s.Message.Data = append(s.Message.Data, d.end...)
+	s.Message.Data = appendLine(s.Message.Data, d.text, d.end)
 	if s.cfg.crlfMode == CRLFLeave {
-		s.Message.CRLF = string(d.end)
+		s.Message.CRLF = lineEndString(d.end)
 	}
 	return s.h.OnDataReceiving(s)
+}
+
+// appendLine appends text and end to data, doubling its capacity when it is full (append
+// alone grows large slices by a quarter, which copies a big message many times).
+func appendLine(data, text, end []byte) []byte {
+	if need := len(data) + len(text) + len(end); need > cap(data) {
+		grown := make([]byte, len(data), max(2*cap(data), need, 4096))
+		copy(grown, data)
+		data = grown
+	}
+	data = append(data, text...)
+	return append(data, end...)
+}
+
+// lineEndString returns end as one of the constant strings, without allocating.
+func lineEndString(end []byte) string {
+	switch len(end) {
+	case 2:
+		return "\r\n"
+	case 1:
+		return "\n"
+	}
+	return ""
 }
 
 // fatal reports whether err must be answered at once (a 421 closes the connection).

@@ -81,6 +81,7 @@ type Session struct {
 	quit         bool
 	idle         atomic.Bool // blocked waiting for a command line
 	aborted      atomic.Bool // Close has taken the connection over
+	bye          atomic.Bool // the last reply (221 or a closing 421) is sent or the connection is gone
 }
 
 // sessionState is where the session is in the RFC 5321 command sequence.
@@ -190,6 +191,7 @@ func (s *Session) disconnect() {
 // closeConn closes the connection; a TLS connection first sends its close_notify.
 func (s *Session) closeConn() {
 	s.wmu.Lock()
+	s.bye.Store(true)
 	c := s.conn
 	s.wmu.Unlock()
 	if c != s.raw && !s.aborted.Load() {
@@ -213,6 +215,11 @@ func (s *Session) acquireSlot() bool {
 	select {
 	case s.srv.slots <- struct{}{}:
 	case <-s.srv.closing:
+		s.replyError(SMTPError421, true)
+		return false
+	}
+	if s.srv.isClosing.Load() { // select picks at random when both are ready
+		<-s.srv.slots
 		s.replyError(SMTPError421, true)
 		return false
 	}
@@ -296,7 +303,6 @@ var errShuttingDown = errors.New("smtpd: server shutting down")
 func (s *Session) readFailed(err error) {
 	var ne net.Error
 	switch {
-	case s.aborted.Load():
 	case err == errShuttingDown || s.srv.isClosing.Load():
 		s.replyError(SMTPError421, true)
 	case err == errLineLimit:
@@ -320,16 +326,20 @@ func (s *Session) interruptIdle() {
 }
 
 // abort sends reply and closes the connection from outside the session goroutine.
+// Exactly one closing reply reaches the client: the session's own or this one.
 func (s *Session) abort(reply *SMTPError) {
 	if !s.aborted.CompareAndSwap(false, true) {
 		return
 	}
 	s.cancel()
-	if s.wmu.TryLock() {
-		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	// A short deadline first, so that a flush to a client that does not read gives
+	// the lock up soon (flush re-checks aborted after setting its own deadline).
+	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	s.wmu.Lock()
+	if s.bye.CompareAndSwap(false, true) {
 		io.WriteString(s.conn, formatReply(reply.Code, reply.EnhancedCode, reply.Message))
-		s.wmu.Unlock()
 	}
+	s.wmu.Unlock()
 	s.raw.Close()
 }
 
@@ -343,19 +353,32 @@ func (s *Session) reply(code int, text string) {
 // ends the session.
 func (s *Session) replyError(err error, closeAfter bool) {
 	se, ok := asSMTPError(err)
-	s.Exceptions++
+	closing := se.Code == 421 || closeAfter
+	if se.Code >= 400 {
+		s.Exceptions++
+	}
 	switch {
 	case !ok:
 		s.logger.Error("hook failed; replied 451", "err", err)
-	case se.Code == 421 || closeAfter:
+	case closing:
 		s.logger.Info("closing with error reply", "reply", se.Code, "err", err)
+	case se.Code < 400:
+		s.logger.Debug("hook reply", "reply", se.Code, "err", err)
 	default:
 		s.logger.Info("error reply", "reply", se.Code, "err", err)
 	}
-	s.writeReply(se.Code, se.EnhancedCode, se.Message)
-	if se.Code == 421 || closeAfter {
-		s.quit = true
-		s.flush()
+	if !closing {
+		s.writeReply(se.Code, se.EnhancedCode, se.Message)
+		return
+	}
+	s.quit = true
+	// The last reply: claimed and sent under wmu, so that it and abort's 421 never
+	// both, nor neither, reach the client.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.bye.CompareAndSwap(false, true) {
+		s.writeReply(se.Code, se.EnhancedCode, se.Message)
+		s.flushLocked()
 	}
 }
 
@@ -388,8 +411,16 @@ func (s *Session) flush() error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.flushLocked()
+}
+
+// flushLocked is flush for a caller that holds wmu.
+func (s *Session) flushLocked() error {
 	if s.cfg.timeout > 0 {
 		s.raw.SetWriteDeadline(time.Now().Add(s.cfg.timeout))
+	}
+	if s.aborted.Load() { // keep abort's short deadline (it may have been set before ours)
+		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	}
 	err := s.w.Flush()
 	if err != nil {
