@@ -85,11 +85,16 @@ func (s *Session) storeLine(d dataLine, failed error) error {
 	return s.h.OnDataReceiving(s)
 }
 
-// appendLine appends text and end to data, doubling its capacity when it is full (append
-// alone grows large slices by a quarter, which copies a big message many times).
+// appendLine appends text and end to data. Its capacity doubles while under 1 MiB
+// (append alone grows by about a quarter from small sizes on, copying a big message
+// many times), then grows by a quarter, so a message never holds twice its size.
 func appendLine(data, text, end []byte) []byte {
 	if need := len(data) + len(text) + len(end); need > cap(data) {
-		grown := make([]byte, len(data), max(2*cap(data), need, 4096))
+		grow := cap(data)
+		if grow >= 1<<20 {
+			grow /= 4
+		}
+		grown := make([]byte, len(data), max(cap(data)+grow, need, 4096))
 		copy(grown, data)
 		data = grown
 	}
