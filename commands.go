@@ -41,19 +41,16 @@ func (s *Session) dispatch(line string) {
 		err = noArgs(args)
 		if err == nil {
 			s.quit = true
-			if s.bye.CompareAndSwap(false, true) {
-				s.reply(221, "Service closing transmission channel")
-			}
+			s.final = true
+			s.reply(221, "Service closing transmission channel")
+			s.flush()
 		}
 	case "STARTTLS":
 		err = s.cmdStartTLS(args)
 	case "AUTH":
 		err = s.cmdAuth(args)
 	default:
-		err = s.h.OnUnknown(s, line)
-		if err == nil {
-			s.reply(250, "OK")
-		}
+		err = s.succeed(s.h.OnUnknown(s, line), 250, "OK")
 	}
 	if err != nil {
 		s.replyError(err, false)
@@ -164,7 +161,7 @@ func (s *Session) cmdMail(args string) error {
 	}
 	s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8}
 	from, err := s.h.OnMailFrom(s, path.Mailbox)
-	if err != nil {
+	if successReply(err) == nil && err != nil {
 		s.Envelope = Envelope{}
 		return err
 	}
@@ -173,8 +170,7 @@ func (s *Session) cmdMail(args string) error {
 	}
 	s.Envelope.From = from
 	s.state = stateMail
-	s.reply(250, "OK")
-	return nil
+	return s.succeed(err, 250, "OK")
 }
 
 // parseMailParams reads BODY= and SMTPUTF8; they need Internationalization (501
@@ -233,7 +229,7 @@ func (s *Session) cmdRcpt(args string) error {
 		return errTooManyRecipients
 	}
 	to, err := s.h.OnRcptTo(s, path.Mailbox)
-	if err != nil {
+	if successReply(err) == nil && err != nil {
 		return err
 	}
 	if to == "" {
@@ -241,8 +237,7 @@ func (s *Session) cmdRcpt(args string) error {
 	}
 	s.Envelope.To = append(s.Envelope.To, to)
 	s.state = stateRcpt
-	s.reply(250, "OK")
-	return nil
+	return s.succeed(err, 250, "OK")
 }
 
 func (s *Session) cmdRset(args string) error {
@@ -266,6 +261,21 @@ func (s *Session) cmdData(args string) error {
 	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
 	s.reply(354, `Enter message, ending with "." on a line by itself`)
 	return s.receiveData()
+}
+
+// succeed answers a hook's outcome: nil with the default reply code and text, an
+// SMTPError with a code below 400 (say 251 from OnRcptTo) with that reply; any
+// other error is returned for replyError.
+func (s *Session) succeed(err error, code int, text string) error {
+	if err == nil {
+		s.reply(code, text)
+		return nil
+	}
+	if ok := successReply(err); ok != nil {
+		s.writeReply(ok.Code, ok.EnhancedCode, ok.Message)
+		return nil
+	}
+	return err
 }
 
 // cutPrefixFold cuts prefix from s, ignoring ASCII case.

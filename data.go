@@ -87,7 +87,8 @@ func (s *Session) storeLine(d dataLine, failed error) error {
 
 // appendLine appends text and end to data. Its capacity doubles while under 1 MiB
 // (append alone grows by about a quarter from small sizes on, copying a big message
-// many times), then grows by a quarter, so a message never holds twice its size.
+// many times), then grows by a quarter, so a large message holds at most a quarter
+// more than its size.
 func appendLine(data, text, end []byte) []byte {
 	if need := len(data) + len(text) + len(end); need > cap(data) {
 		grow := cap(data)
@@ -121,11 +122,10 @@ func (s *Session) fatal(err error) bool {
 
 // deliver hands the complete message to OnMessage and answers it.
 func (s *Session) deliver() error {
+	if s.aborted.Load() {
+		return SMTPError421 // Close has answered the client: no OnMessage now
+	}
 	s.Message.DeliveredAt = time.Now().UTC()
 	s.Message.Bytesize = len(s.Message.Data)
-	if err := s.h.OnMessage(s); err != nil {
-		return err
-	}
-	s.reply(250, "Requested mail action okay, completed")
-	return nil
+	return s.succeed(s.h.OnMessage(s), 250, "Requested mail action okay, completed")
 }

@@ -11,7 +11,9 @@ import (
 // EnhancedCode and Message. It is the port of Ruby's Smtpd???Exception classes.
 //
 // A Message with line breaks is sent as a multi-line reply. An empty EnhancedCode
-// sends none (the predefined errors have none, as in MidiSmtpServer).
+// sends none (the predefined errors have none, as in MidiSmtpServer). OnMailFrom,
+// OnRcptTo, OnMessage and OnUnknown may also return one with a success code (2xx or
+// 3xx) to succeed with that reply instead of the default one.
 type SMTPError struct {
 	Code         int    // reply code, 400..599
 	EnhancedCode string // RFC 3463 status code such as "5.1.1", or ""
@@ -62,24 +64,36 @@ var (
 
 // Replies of the server itself that no hook returns; their texts are MidiSmtpServer's.
 var (
-	errBusy            = &SMTPError{Code: 421, Message: "Service too busy or not available, closing transmission channel"}
-	errTLSRequired     = &SMTPError{Code: 530, Message: "Encryption required, must issue STARTTLS command first"}
-	errTLSNotAvailable = &SMTPError{Code: 454, Message: "TLS not available"}
-	errPipelining      = &SMTPError{Code: 500, Message: "Bad input, PIPELINING is not allowed"}
-	errCRLF            = &SMTPError{Code: 500, Message: "Bad input, Lines must be terminated by CRLF sequence"}
-	errLineTooLong     = &SMTPError{Code: 421, Message: "Line too long, closing transmission channel"}
-	errTimeout         = &SMTPError{Code: 421, Message: "Timeout, closing transmission channel"}
-	errAuthFailures    = &SMTPError{Code: 421, Message: "Too many authentication failures, closing transmission channel"}
+	errBusy         = &SMTPError{Code: 421, Message: "Service too busy or not available, closing transmission channel"}
+	errTLSRequired  = &SMTPError{Code: 530, Message: "Encryption required, must issue STARTTLS command first"}
+	errPipelining   = &SMTPError{Code: 500, Message: "Bad input, PIPELINING is not allowed"}
+	errCRLF         = &SMTPError{Code: 500, Message: "Bad input, Lines must be terminated by CRLF sequence"}
+	errLineTooLong  = &SMTPError{Code: 421, Message: "Line too long, closing transmission channel"}
+	errTimeout      = &SMTPError{Code: 421, Message: "Timeout, closing transmission channel"}
+	errAuthFailures = &SMTPError{Code: 421, Message: "Too many authentication failures, closing transmission channel"}
 )
 
 // ErrServerClosed is returned by Serve, and by Start's listeners, after Shutdown or Close.
 var ErrServerClosed = errors.New("smtpd: Server closed")
 
-// asSMTPError finds the SMTPError in err's chain; any other error becomes 451.
+// asSMTPError finds the error reply (4xx or 5xx SMTPError) in err's chain; any other
+// error becomes 451.
 func asSMTPError(err error) (*SMTPError, bool) {
 	var se *SMTPError
-	if errors.As(err, &se) && se != nil && se.Code >= 200 && se.Code <= 599 {
+	if errors.As(err, &se) && se != nil && se.Code >= 400 && se.Code <= 599 {
 		return se, true
 	}
 	return SMTPError451, false
+}
+
+// successReply returns the SMTPError in err's chain when its code is a success one
+// (200-399): OnMailFrom, OnRcptTo, OnMessage and OnUnknown may return one to succeed
+// with their own reply, e.g. "251 User not local; will forward". From other hooks a
+// success code is a mistake and answers 451.
+func successReply(err error) *SMTPError {
+	var se *SMTPError
+	if err != nil && errors.As(err, &se) && se != nil && se.Code >= 200 && se.Code < 400 {
+		return se
+	}
+	return nil
 }

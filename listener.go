@@ -60,8 +60,11 @@ func (srv *Server) bindAndServe() error {
 		}
 		return err
 	}
-	for _, l := range bound {
+	for i, l := range bound {
 		if err := srv.track(l.Listener); err != nil {
+			for _, rest := range bound[i+1:] {
+				rest.Close()
+			}
 			return err
 		}
 		srv.loops.Add(1)
@@ -180,6 +183,8 @@ func (srv *Server) startSession(c net.Conn, implicitTLS bool) {
 		return
 	}
 	s := newSession(srv, c, implicitTLS)
+	// Decided here, in accept order, so that a burst refuses the newest ones.
+	s.overLimit = srv.cfg.maxConnections > 0 && srv.connections.Load() >= srv.cfg.maxConnections
 	srv.sessions[s] = struct{}{}
 	srv.conns.Add(1)
 	srv.connections.Add(1)

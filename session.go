@@ -76,13 +76,23 @@ type Session struct {
 	tlsState *tls.ConnectionState
 
 	implicitTLS  bool
+	overLimit    bool // accepted over MaxConnections: 421 after OnConnect
 	state        sessionState
 	authFailures int
 	quit         bool
-	idle         atomic.Bool // blocked waiting for a command line
-	aborted      atomic.Bool // Close has taken the connection over
-	bye          atomic.Bool // the last reply (221 or a closing 421) is sent or the connection is gone
+	idle         atomic.Bool  // blocked waiting for a command line
+	aborted      atomic.Bool  // Close has taken the connection over
+	final        bool         // the queued replies end the session (221 or a closing 421)
+	bye          atomic.Int32 // who sends the last reply: byeNone, byeSession or byeAbort
 }
+
+// Who sends a session's last reply: exactly one of the session goroutine (its 221 or
+// closing 421) and Close (its 421) does.
+const (
+	byeNone int32 = iota
+	byeSession
+	byeAbort
+)
 
 // sessionState is where the session is in the RFC 5321 command sequence.
 type sessionState int
@@ -143,7 +153,6 @@ func (s *Session) serve() {
 	s.lookupHosts()
 	s.LocalResponse = s.LocalHost + " says welcome!"
 	s.HeloResponse = s.LocalHost + " at your service!"
-	s.r = newLineReader(s.raw, s.cfg.bufferMax)
 	s.w = bufio.NewWriterSize(s.raw, 1024)
 	s.logger.Debug("connected", "local", net.JoinHostPort(s.LocalIP, strconv.Itoa(s.LocalPort)))
 	defer s.disconnect()
@@ -160,8 +169,8 @@ func (s *Session) run() {
 		s.replyError(err, true)
 		return
 	}
-	if max := s.cfg.maxConnections; max > 0 && s.srv.connections.Load() > max {
-		s.logger.Warn("too many connections; refused", "max_connections", max)
+	if s.overLimit {
+		s.logger.Warn("too many connections; refused", "max_connections", s.cfg.maxConnections)
 		s.replyError(errBusy, true)
 		return
 	}
@@ -169,6 +178,7 @@ func (s *Session) run() {
 		return
 	}
 	defer s.releaseSlot()
+	s.r = newLineReader(s.raw, s.cfg.bufferMax) // only now: waiting sessions stay small
 	if s.implicitTLS && !s.handshake() {
 		return
 	}
@@ -191,7 +201,7 @@ func (s *Session) disconnect() {
 // closeConn closes the connection; a TLS connection first sends its close_notify.
 func (s *Session) closeConn() {
 	s.wmu.Lock()
-	s.bye.Store(true)
+	s.bye.CompareAndSwap(byeNone, byeSession)
 	c := s.conn
 	s.wmu.Unlock()
 	if c != s.raw && !s.aborted.Load() {
@@ -279,9 +289,12 @@ func (s *Session) commandLoop() {
 // it is not already buffered, and pending replies are flushed before blocking. With
 // command true the session counts as idle while it waits (Shutdown interrupts it).
 func (s *Session) readLine(command bool) ([]byte, error) {
+	if s.aborted.Load() {
+		return nil, errAborted
+	}
 	if !s.r.hasLine() {
 		if err := s.flush(); err != nil {
-			return nil, err
+			return nil, errWrite
 		}
 		if s.cfg.timeout > 0 {
 			s.raw.SetReadDeadline(time.Now().Add(s.cfg.timeout))
@@ -297,12 +310,18 @@ func (s *Session) readLine(command bool) ([]byte, error) {
 	return s.r.readLine()
 }
 
-var errShuttingDown = errors.New("smtpd: server shutting down")
+var (
+	errShuttingDown = errors.New("smtpd: server shutting down")
+	errAborted      = errors.New("smtpd: connection closed by Close")
+	errWrite        = errors.New("smtpd: writing a reply failed")
+)
 
 // readFailed answers the reason a line could not be read, where one is owed.
 func (s *Session) readFailed(err error) {
 	var ne net.Error
 	switch {
+	case err == errAborted || err == errWrite:
+		s.logger.Debug("session ended", "err", err)
 	case err == errShuttingDown || s.srv.isClosing.Load():
 		s.replyError(SMTPError421, true)
 	case err == errLineLimit:
@@ -336,11 +355,17 @@ func (s *Session) abort(reply *SMTPError) {
 	// the lock up soon (flush re-checks aborted after setting its own deadline).
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 	s.wmu.Lock()
-	if s.bye.CompareAndSwap(false, true) {
+	defer s.wmu.Unlock()
+	if s.bye.CompareAndSwap(byeNone, byeAbort) && s.canReply() {
 		io.WriteString(s.conn, formatReply(reply.Code, reply.EnhancedCode, reply.Message))
 	}
-	s.wmu.Unlock()
-	s.raw.Close()
+	s.raw.Close() // before unlocking: no reply may follow the 421
+}
+
+// canReply reports whether a reply can be sent now: not on an implicit-TLS port
+// before the handshake, where plaintext would be garbage to the client.
+func (s *Session) canReply() bool {
+	return !s.implicitTLS || s.IsEncrypted()
 }
 
 // reply queues a reply; it is sent at the next flush.
@@ -354,16 +379,12 @@ func (s *Session) reply(code int, text string) {
 func (s *Session) replyError(err error, closeAfter bool) {
 	se, ok := asSMTPError(err)
 	closing := se.Code == 421 || closeAfter
-	if se.Code >= 400 {
-		s.Exceptions++
-	}
+	s.Exceptions++
 	switch {
 	case !ok:
 		s.logger.Error("hook failed; replied 451", "err", err)
 	case closing:
 		s.logger.Info("closing with error reply", "reply", se.Code, "err", err)
-	case se.Code < 400:
-		s.logger.Debug("hook reply", "reply", se.Code, "err", err)
 	default:
 		s.logger.Info("error reply", "reply", se.Code, "err", err)
 	}
@@ -372,23 +393,26 @@ func (s *Session) replyError(err error, closeAfter bool) {
 		return
 	}
 	s.quit = true
-	// The last reply: claimed and sent under wmu, so that it and abort's 421 never
-	// both, nor neither, reach the client.
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.bye.CompareAndSwap(false, true) {
-		s.writeReply(se.Code, se.EnhancedCode, se.Message)
-		s.flushLocked()
+	if !s.canReply() {
+		return
 	}
+	s.final = true
+	s.writeReply(se.Code, se.EnhancedCode, se.Message)
+	s.flush()
 }
 
 // writeReply queues a reply; a text with line breaks becomes a multi-line reply. CR
-// and LF never reach the client from a text.
+// and LF never reach the client from a text. A reply that does not fit in the rest of
+// the buffer flushes it first, so the buffer never writes on its own (without the
+// lock and the deadline of flush).
 func (s *Session) writeReply(code int, enhanced, text string) {
-	if strings.IndexByte(text, '\n') >= 0 || strings.IndexByte(text, '\r') >= 0 {
-		s.trace(">>> ", formatReply(code, enhanced, text))
-		s.w.WriteString(formatReply(code, enhanced, text))
+	need := len(text) + len(enhanced) + 7
+	if need > s.w.Size() || strings.IndexByte(text, '\n') >= 0 || strings.IndexByte(text, '\r') >= 0 {
+		s.writeLong(formatReply(code, enhanced, text))
 		return
+	}
+	if need > s.w.Available() {
+		s.flush()
 	}
 	var num [3]byte
 	s.w.Write(strconv.AppendInt(num[:0], int64(code), 10))
@@ -404,6 +428,24 @@ func (s *Session) writeReply(code int, enhanced, text string) {
 	}
 }
 
+// writeLong queues a formatted reply; one larger than the buffer is sent at once.
+func (s *Session) writeLong(r string) {
+	s.trace(">>> ", r)
+	if len(r) > s.w.Available() {
+		s.flush()
+	}
+	if len(r) <= s.w.Available() {
+		s.w.WriteString(r)
+		return
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.prepareWrite()
+	if s.mayWrite() {
+		s.w.WriteString(r) // bufio writes a string this long straight through
+	}
+}
+
 // flush sends the queued replies, with IOCmdTimeout as write deadline.
 func (s *Session) flush() error {
 	if s.w.Buffered() == 0 {
@@ -416,11 +458,10 @@ func (s *Session) flush() error {
 
 // flushLocked is flush for a caller that holds wmu.
 func (s *Session) flushLocked() error {
-	if s.cfg.timeout > 0 {
-		s.raw.SetWriteDeadline(time.Now().Add(s.cfg.timeout))
-	}
-	if s.aborted.Load() { // keep abort's short deadline (it may have been set before ours)
-		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	s.prepareWrite()
+	if !s.mayWrite() {
+		s.w.Reset(s.conn) // Close has sent its 421 in place of these replies
+		return net.ErrClosed
 	}
 	err := s.w.Flush()
 	if err != nil {
@@ -430,6 +471,25 @@ func (s *Session) flushLocked() error {
 	return err
 }
 
+// prepareWrite sets the write deadline for a write under wmu.
+func (s *Session) prepareWrite() {
+	if s.cfg.timeout > 0 {
+		s.raw.SetWriteDeadline(time.Now().Add(s.cfg.timeout))
+	}
+	if s.aborted.Load() { // keep abort's short deadline (it may have been set before ours)
+		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	}
+}
+
+// mayWrite reports, under wmu, whether the queued replies may go out: always, unless
+// they end the session and Close already sent its 421 instead.
+func (s *Session) mayWrite() bool {
+	if !s.final {
+		return s.bye.Load() != byeAbort
+	}
+	return s.bye.CompareAndSwap(byeNone, byeSession) || s.bye.Load() == byeSession
+}
+
 // trace logs a protocol line at Debug level.
 func (s *Session) trace(dir, line string) {
 	if s.debug {
@@ -437,11 +497,36 @@ func (s *Session) trace(dir, line string) {
 	}
 }
 
-// traceCommand traces a received command line, hiding AUTH's initial response.
+// traceCommand traces a received command line, hiding AUTH's initial response and
+// any line that may be an AUTH response sent out of turn (one base64 word that is
+// not a command: after a refused AUTH, a client's credentials arrive as commands).
 func (s *Session) traceCommand(line []byte) {
-	if s.debug {
-		s.trace("<<< ", redactAuth(string(line)))
+	if !s.debug {
+		return
 	}
+	if maybeCredential(line) {
+		s.trace("<<< ", "*** (a base64 word, hidden: it may be a credential)")
+		return
+	}
+	s.trace("<<< ", redactAuth(string(line)))
+}
+
+// maybeCredential reports whether line is a single base64 word that is not an
+// SMTP verb.
+func maybeCredential(line []byte) bool {
+	if len(line) == 0 {
+		return false
+	}
+	for _, c := range line {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return false
+		}
+	}
+	switch strings.ToUpper(string(line)) {
+	case "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "STARTTLS", "AUTH", "VRFY", "EXPN", "HELP":
+		return false
+	}
+	return true
 }
 
 // formatReply renders a reply; a text with line breaks becomes a multi-line reply.

@@ -100,7 +100,9 @@ type Server struct {
 	// handshake's deadline, and the write deadline of a reply). 0 means 30 s, < 0 none.
 	IOCmdTimeout time.Duration
 	// IOBufferMaxSize is the longest line, in bytes, a client may send; longer input
-	// gets 421 and the connection is closed. 0 means 1 MiB.
+	// gets 421 and the connection is closed. 0 means 1 MiB; the least is 512 (RFC
+	// 5321's command line), but message text lines may be 1000 octets and AUTH
+	// responses 12288, so values under 12288 refuse some valid clients.
 	IOBufferMaxSize int
 	// MaxMessageSize is the largest message, in bytes after dot-unstuffing, that is
 	// stored; a larger one is read to its end and answered 552. 0 means 32 MiB, < 0 none.
@@ -242,7 +244,7 @@ func (srv *Server) configure() error {
 	case srv.IOBufferMaxSize < 0:
 		return fmt.Errorf("smtpd: IOBufferMaxSize %d is negative", srv.IOBufferMaxSize)
 	case c.bufferMax < 512:
-		return fmt.Errorf("smtpd: IOBufferMaxSize %d is below 512, the shortest line RFC 5321 allows", c.bufferMax)
+		return fmt.Errorf("smtpd: IOBufferMaxSize %d is below 512, RFC 5321's longest command line", c.bufferMax)
 	case srv.TLSKeyPath != "" && srv.TLSCertPath == "":
 		return errors.New("smtpd: TLSKeyPath is set but TLSCertPath is not")
 	case c.tlsMode == TLSForbidden && srv.ImplicitTLSPorts != "":
@@ -302,7 +304,8 @@ func (srv *Server) Wait() {
 // (and those still waiting for a processing slot) get 421 and are closed; a session
 // in the middle of DATA finishes its message (250 or the hook's error) and then gets
 // 421. When ctx ends first, the remaining sessions are closed as by Close and ctx's
-// error is returned.
+// error is returned at once (as net/http does: a hook still running is not waited
+// for; Wait waits for it).
 func (srv *Server) Shutdown(ctx context.Context) error {
 	if err := srv.init(); err != nil {
 		return err
@@ -322,8 +325,7 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		srv.cancelBase()
 		return nil
 	case <-ctx.Done():
-		srv.Close()
-		<-done
+		srv.Close() // hooks still running finish on their own; Wait waits for them
 		return ctx.Err()
 	}
 }
@@ -331,17 +333,19 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 // Close stops the server at once: the listeners close and every session gets
 // "421 Service not available, closing transmission channel" and is closed; session
 // contexts are cancelled. A message whose OnMessage has not returned nil is never
-// acknowledged. (A session caught in the middle of writing a reply to a client that
-// does not read is closed without the 421: Close does not wait for it.)
+// acknowledged. Close returns when every session has had its 421 (a client that does
+// not read gets at most a second's grace).
 func (srv *Server) Close() error {
 	if err := srv.init(); err != nil {
 		return err
 	}
 	srv.beginClose()
 	srv.cancelBase()
+	var wg sync.WaitGroup
 	for _, s := range srv.sessionList() {
-		s.abort(SMTPError421)
+		wg.Go(func() { s.abort(SMTPError421) }) // concurrently: each may wait ~1 s on a stuck write
 	}
+	wg.Wait()
 	return nil
 }
 

@@ -85,9 +85,6 @@ func (s *Session) cmdStartTLS(args string) error {
 	case s.IsEncrypted() || s.state == stateGreet:
 		return SMTPError503
 	}
-	if s.srv.ActiveTLSConfig() == nil {
-		return errTLSNotAvailable
-	}
 	s.reply(220, "Ready to start TLS")
 	if s.flush() != nil {
 		return nil
