@@ -201,10 +201,14 @@ func (s *Session) disconnect() {
 // closeConn closes the connection; a TLS connection first sends its close_notify.
 func (s *Session) closeConn() {
 	s.wmu.Lock()
+	if s.aborted.Load() { // abort sends its 421 (unless a final reply went) and closes
+		s.wmu.Unlock()
+		return
+	}
 	s.bye.CompareAndSwap(byeNone, byeSession)
 	c := s.conn
 	s.wmu.Unlock()
-	if c != s.raw && !s.aborted.Load() {
+	if c != s.raw {
 		s.raw.SetWriteDeadline(time.Now().Add(time.Second))
 		c.Close()
 	}
@@ -350,7 +354,7 @@ func (s *Session) abort(reply *SMTPError) {
 	if !s.aborted.CompareAndSwap(false, true) {
 		return
 	}
-	s.cancel()
+	defer s.cancel() // only once the 421 is out: a hook woken by it can reply nothing
 	// A short deadline first, so that a flush to a client that does not read gives
 	// the lock up soon (flush re-checks aborted after setting its own deadline).
 	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
@@ -485,7 +489,7 @@ func (s *Session) prepareWrite() {
 // they end the session and Close already sent its 421 instead.
 func (s *Session) mayWrite() bool {
 	if !s.final {
-		return s.bye.Load() != byeAbort
+		return s.bye.Load() != byeAbort && !s.aborted.Load()
 	}
 	return s.bye.CompareAndSwap(byeNone, byeSession) || s.bye.Load() == byeSession
 }

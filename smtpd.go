@@ -340,12 +340,12 @@ func (srv *Server) Close() error {
 		return err
 	}
 	srv.beginClose()
-	srv.cancelBase()
 	var wg sync.WaitGroup
 	for _, s := range srv.sessionList() {
 		wg.Go(func() { s.abort(SMTPError421) }) // concurrently: each may wait ~1 s on a stuck write
 	}
 	wg.Wait()
+	srv.cancelBase()
 	return nil
 }
 
