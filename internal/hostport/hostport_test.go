@@ -3,6 +3,7 @@ package hostport
 import (
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 
@@ -438,6 +439,9 @@ func TestParseSystemResolver(t *testing.T) {
 // TestParseSystemWildcard lists the real interfaces (no traffic is sent).
 func TestParseSystemWildcard(t *testing.T) {
 	if _, err := net.InterfaceAddrs(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set and the interface addresses cannot be listed: %v", err)
+		}
 		t.Skipf("no interface addresses: %v", err)
 	}
 	got, err := Resolver{}.Parse("*", "0")
