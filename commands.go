@@ -11,7 +11,7 @@ import (
 // dispatch runs one command line (its line end removed).
 func (s *Session) dispatch(line string) {
 	verb, args := splitCommand(line)
-	s.traceCommand([]byte(line))
+	s.traceCommand(line)
 	if line == "" || strings.IndexByte(line, 0) >= 0 || strings.IndexByte(line, '\r') >= 0 {
 		s.replyError(SMTPError500, false)
 		return

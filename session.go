@@ -220,7 +220,6 @@ func (s *Session) recoverPanic() {
 	if v := recover(); v != nil {
 		s.logger.Error("panic in session; connection closed", "panic", v, "stack", string(debug.Stack()))
 		s.replyError(SMTPError421, true)
-		s.flush()
 	}
 }
 
@@ -278,10 +277,10 @@ func (s *Session) commandLoop() {
 		text, err := commandText(line, s.cfg.crlfMode)
 		switch {
 		case err != nil:
-			s.traceCommand(text)
+			s.traceCommandBytes(text)
 			s.replyError(errCRLF, false)
 		case !s.cfg.pipelining && s.r.hasLine():
-			s.traceCommand(text)
+			s.traceCommandBytes(text)
 			s.replyError(errPipelining, false)
 		default:
 			s.dispatch(string(text))
@@ -504,7 +503,7 @@ func (s *Session) trace(dir, line string) {
 // traceCommand traces a received command line, hiding AUTH's initial response and
 // any line that may be an AUTH response sent out of turn (one base64 word that is
 // not a command: after a refused AUTH, a client's credentials arrive as commands).
-func (s *Session) traceCommand(line []byte) {
+func (s *Session) traceCommand(line string) {
 	if !s.debug {
 		return
 	}
@@ -512,21 +511,28 @@ func (s *Session) traceCommand(line []byte) {
 		s.trace("<<< ", "*** (a base64 word, hidden: it may be a credential)")
 		return
 	}
-	s.trace("<<< ", redactAuth(string(line)))
+	s.trace("<<< ", redactAuth(line))
+}
+
+// traceCommandBytes is traceCommand for a line not yet converted to a string.
+func (s *Session) traceCommandBytes(line []byte) {
+	if s.debug {
+		s.traceCommand(string(line))
+	}
 }
 
 // maybeCredential reports whether line is a single base64 word that is not an
 // SMTP verb.
-func maybeCredential(line []byte) bool {
+func maybeCredential(line string) bool {
 	if len(line) == 0 {
 		return false
 	}
-	for _, c := range line {
+	for _, c := range []byte(line) {
 		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
 			return false
 		}
 	}
-	switch strings.ToUpper(string(line)) {
+	switch strings.ToUpper(line) {
 	case "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "STARTTLS", "AUTH", "VRFY", "EXPN", "HELP":
 		return false
 	}
