@@ -40,6 +40,10 @@ type Message struct {
 // sent) and append to Message.Data. A Session must not be used after its
 // OnDisconnect returned.
 type Session struct {
+	// ID is unique per connection: the "session" attribute of every log line of the
+	// session, e.g. "q7k2m9-1f". It is the server's random prefix and a counter.
+	ID string
+
 	LocalResponse string // banner text after "220 "; default "<LocalHost> says welcome!"
 	HeloResponse  string // text of the HELO/EHLO reply; default "<LocalHost> at your service!"
 	Helo          string // the domain the client sent with HELO/EHLO
@@ -118,9 +122,10 @@ func newSession(srv *Server, c net.Conn, implicitTLS bool) *Session {
 	s.ctx, s.cancel = context.WithCancel(srv.baseCtx)
 	s.LocalIP, s.LocalPort = splitAddr(c.LocalAddr())
 	s.RemoteIP, s.RemotePort = splitAddr(c.RemoteAddr())
+	s.ID = srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 36)
 	s.logger = srv.cfg.logger.With(
 		slog.String("remote", net.JoinHostPort(s.RemoteIP, strconv.Itoa(s.RemotePort))),
-		slog.String("session", strconv.FormatUint(srv.nextID.Add(1), 36)))
+		slog.String("session", s.ID))
 	s.debug = s.logger.Enabled(context.Background(), slog.LevelDebug)
 	return s
 }
@@ -133,10 +138,22 @@ func (s *Session) IsEncrypted() bool { return !s.EncryptedAt.IsZero() }
 
 // Context is cancelled when the connection ends and when the server is closed (by
 // Close, or by Shutdown's deadline); hooks pass it to the work they start.
-func (s *Session) Context() context.Context { return s.ctx }
+// A Session not made by the server (a test's &Session{}) has context.Background().
+func (s *Session) Context() context.Context {
+	if s.ctx == nil {
+		return context.Background()
+	}
+	return s.ctx
+}
 
 // Logger returns the session's logger, with "remote" and "session" attributes.
-func (s *Session) Logger() *slog.Logger { return s.logger }
+// A Session not made by the server (a test's &Session{}) has slog.Default().
+func (s *Session) Logger() *slog.Logger {
+	if s.logger == nil {
+		return slog.Default()
+	}
+	return s.logger
+}
 
 // TLSState returns the TLS connection state once TLS is on.
 func (s *Session) TLSState() (tls.ConnectionState, bool) {

@@ -25,7 +25,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,6 +168,7 @@ type Server struct {
 	processings atomic.Int64
 	slots       chan struct{}
 	nextID      atomic.Uint64
+	idPrefix    string // random per Server, so session IDs differ across restarts
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
@@ -200,6 +203,7 @@ func (srv *Server) init() error {
 		srv.sessions = make(map[*Session]struct{})
 		srv.closing = make(chan struct{})
 		srv.baseCtx, srv.cancelBase = context.WithCancel(context.Background())
+		srv.idPrefix = randomPrefix()
 	})
 	return srv.initErr
 }
@@ -253,6 +257,11 @@ func (srv *Server) configure() error {
 	srv.slots = make(chan struct{}, procs)
 	srv.cfg = c
 	return nil
+}
+
+// randomPrefix returns 6 random base-36 characters and a dash.
+func randomPrefix() string {
+	return strconv.FormatUint(rand.Uint64N(36*36*36*36*36*36), 36) + "-"
 }
 
 // orDefault returns v, or def when v is zero, or 0 (meaning none) when v is negative.
