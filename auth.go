@@ -35,16 +35,17 @@ func (s *Session) cmdAuth(args string) error {
 	case s.state != stateReady || s.IsAuthenticated():
 		return SMTPError503
 	}
-	f := strings.Fields(args)
-	if len(f) == 0 || len(f) > 2 {
+	mech, rest, _ := strings.Cut(strings.TrimSpace(args), " ")
+	rest = strings.TrimSpace(rest)
+	if mech == "" || strings.ContainsAny(rest, " \t") {
 		return SMTPError501
 	}
 	var initial *string
-	if len(f) == 2 {
-		initial = &f[1]
+	if rest != "" {
+		initial = &rest
 	}
 	var err error
-	switch strings.ToUpper(f[0]) {
+	switch strings.ToUpper(mech) {
 	case "PLAIN":
 		err = s.authPlain(initial)
 	case "LOGIN":
@@ -60,14 +61,7 @@ func (s *Session) cmdAuth(args string) error {
 
 // authPlain runs RFC 4616 PLAIN through go-sasl, with or without an initial response.
 func (s *Session) authPlain(initial *string) error {
-	var resp []byte
-	var err error
-	if initial != nil {
-		resp, err = decodeAuth(*initial)
-	} else {
-		s.reply(334, "")
-		resp, err = s.readAuthResponse()
-	}
+	resp, err := s.firstResponse(initial, "")
 	if err != nil {
 		return err
 	}
@@ -87,35 +81,41 @@ func (s *Session) authPlain(initial *string) error {
 
 // authLogin runs the LOGIN mechanism; "AUTH LOGIN <user>" skips the first prompt.
 func (s *Session) authLogin(initial *string) error {
-	var user []byte
-	var err error
-	if initial != nil {
-		user, err = decodeAuth(*initial)
-	} else {
-		s.reply(334, loginUserPrompt)
-		user, err = s.readAuthResponse()
-	}
+	user, err := s.firstResponse(initial, loginUserPrompt)
 	if err != nil {
 		return err
 	}
-	s.reply(334, loginPassPrompt)
-	pass, err := s.readAuthResponse()
+	pass, err := s.challenge(loginPassPrompt)
 	if err != nil {
 		return err
 	}
 	return s.authenticate("", string(user), string(pass))
 }
 
-// readAuthResponse reads one line of an AUTH exchange and decodes it. "*" cancels
-// (501). The line is never logged.
-func (s *Session) readAuthResponse() ([]byte, error) {
-	line, err := s.readLine(true)
+// firstResponse is the client's first AUTH response: the initial response sent with
+// the command, or the answer to a first challenge.
+func (s *Session) firstResponse(initial *string, prompt string) ([]byte, error) {
+	if initial != nil {
+		return decodeAuth(*initial)
+	}
+	return s.challenge(prompt)
+}
+
+// challenge sends a 334 with prompt and reads the response: one line, decoded. "*"
+// cancels (501); a line over 12288 bytes is 500. The line is never logged.
+func (s *Session) challenge(prompt string) ([]byte, error) {
+	s.sendText(334, prompt)
+	line, err := s.readLine(maxAuthResponse+2, true)
+	if err == errSoftLimit {
+		s.srv.stats.limit(&s.srv.stats.AuthTooLong)
+		return nil, errAuthTooLong
+	}
 	if err != nil {
 		s.readFailed(err)
 		s.quit = true
 		return nil, errAuthAborted
 	}
-	s.trace("<<< ", "*** (AUTH response)")
+	s.traceSecret()
 	text, err := commandText(line, s.cfg.crlfMode)
 	switch {
 	case err != nil:
@@ -159,8 +159,9 @@ func (s *Session) authenticate(authzID, authcID, password string) error {
 	}
 	s.AuthenticationID = authcID
 	s.AuthenticatedAt = time.Now().UTC()
-	s.logger.Info("authenticated", "authentication_id", authcID, "authorization_id", s.AuthorizationID)
-	s.reply(235, "OK")
+	s.srv.stats.AuthSuccesses.Add(1)
+	s.logger.Info("authenticated", "authentication_id", excerpt(authcID), "authorization_id", excerpt(s.AuthorizationID))
+	s.send(replyAuthOK)
 	return nil
 }
 
@@ -170,9 +171,26 @@ func (s *Session) authFailed(authcID string, err error) error {
 		return err
 	}
 	s.authFailures++
-	s.logger.Info("authentication failed", "authentication_id", authcID, "failures", s.authFailures)
+	s.srv.stats.AuthFailures.Add(1)
+	s.logger.Info("authentication failed", "authentication_id", excerpt(authcID), "failures", s.authFailures)
+	s.authDelay()
 	if max := s.cfg.maxAuthFailures; max > 0 && s.authFailures >= max {
+		s.srv.stats.limit(&s.srv.stats.MaxAuthFailures)
 		return fmt.Errorf("%d failed AUTH attempts: %w", s.authFailures, errAuthFailures)
 	}
 	return err
+}
+
+// authDelay holds a failed AUTH's reply back for AuthFailureDelay (less when the
+// session ends first).
+func (s *Session) authDelay() {
+	if s.cfg.authFailureDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(s.cfg.authFailureDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
 }

@@ -1,56 +1,83 @@
 package smtpd
 
 import (
-	"strconv"
+	"bytes"
 	"strings"
-	"time"
-
-	"github.com/midismtp/smtpd/internal/address"
 )
 
+// command is one row of the command table: the verb set is written here once, and
+// the dispatcher, the TLS gate, the junk counter and the tracer read it.
+type command struct {
+	run     func(s *Session, args string) error // nil: handed to OnUnknown
+	plainOK bool                                // allowed before STARTTLS under TLSRequired
+	junk    bool                                // counted against MaxJunkCommands
+	on      func(c *config) bool                // nil: always on; else whether the extension is on
+}
+
+// commands is the command table, keyed by upper-case verb; filled by init (its
+// functions refer to the table through the tracer).
+var commands map[string]*command
+
+func init() {
+	commands = map[string]*command{
+		"HELO":     {run: (*Session).cmdHelo, plainOK: true},
+		"EHLO":     {run: (*Session).cmdEhlo, plainOK: true},
+		"MAIL":     {run: (*Session).cmdMail},
+		"RCPT":     {run: (*Session).cmdRcpt},
+		"DATA":     {run: (*Session).cmdData},
+		"RSET":     {run: (*Session).cmdRset, junk: true},
+		"NOOP":     {run: (*Session).cmdNoop, plainOK: true, junk: true},
+		"QUIT":     {run: (*Session).cmdQuit, plainOK: true},
+		"STARTTLS": {run: (*Session).cmdStartTLS, plainOK: true},
+		"AUTH":     {run: (*Session).cmdAuth, plainOK: true},
+		"XCLIENT":  {run: (*Session).cmdXClient, plainOK: true, on: func(c *config) bool { return c.xclientNets != nil }},
+		"VRFY":     {junk: true},
+		"EXPN":     {junk: true},
+		"HELP":     {junk: true},
+	}
+}
+
+// lookupCommand returns the table row of verb (any case), or nil.
+func lookupCommand(verb string) *command {
+	if len(verb) > 8 {
+		return nil
+	}
+	var up [8]byte
+	for i := 0; i < len(verb); i++ {
+		c := verb[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		up[i] = c
+	}
+	return commands[string(up[:len(verb)])]
+}
+
 // dispatch runs one command line (its line end removed).
-func (s *Session) dispatch(line string) {
-	verb, args := splitCommand(line)
-	s.traceCommand(line)
-	if line == "" || strings.IndexByte(line, 0) >= 0 || strings.IndexByte(line, '\r') >= 0 {
+func (s *Session) dispatch(text []byte) {
+	s.traceRecv(text)
+	if len(text) == 0 || bytes.IndexByte(text, 0) >= 0 || bytes.IndexByte(text, '\r') >= 0 {
 		s.replyError(SMTPError500, false)
 		return
 	}
-	if s.needsTLS(verb) {
+	line := string(text)
+	verb, args := splitCommand(line)
+	cmd := lookupCommand(verb)
+	if cmd != nil && cmd.on != nil && !cmd.on(s.cfg) {
+		cmd = nil // an extension that is off is an unknown command
+	}
+	switch {
+	case s.needsTLS(cmd):
 		s.replyError(errTLSRequired, false)
+		return
+	case cmd != nil && cmd.junk && !s.countJunk():
 		return
 	}
 	var err error
-	switch verb {
-	case "HELO", "EHLO":
-		err = s.cmdHelo(verb, args)
-	case "MAIL":
-		err = s.cmdMail(args)
-	case "RCPT":
-		err = s.cmdRcpt(args)
-	case "DATA":
-		err = s.cmdData(args)
-	case "RSET":
-		err = s.cmdRset(args)
-	case "NOOP":
-		err = noArgs(args)
-		if err == nil {
-			s.reply(250, "OK")
-		}
-	case "QUIT":
-		err = noArgs(args)
-		if err == nil {
-			s.quit = true
-			s.final = true
-			s.reply(221, "Service closing transmission channel")
-			s.flush()
-		}
-	case "STARTTLS":
-		err = s.cmdStartTLS(args)
-	case "AUTH":
-		err = s.cmdAuth(args)
-	default:
-		err = s.succeed(s.h.OnUnknown(s, line), 250, "OK")
+	if cmd == nil || cmd.run == nil {
+		err = s.succeed(s.h.OnUnknown(s, line), replyOK)
+	} else {
+		err = cmd.run(s, args)
 	}
 	if err != nil {
 		s.replyError(err, false)
@@ -64,18 +91,6 @@ func splitCommand(line string) (verb, args string) {
 	return strings.ToUpper(verb), strings.Trim(args, " \t")
 }
 
-// redactAuth returns an AUTH line with its mechanism only, any initial response
-// hidden; other lines unchanged.
-// It splits as cmdAuth does (any white space), so no spelling of the command
-// escapes it.
-func redactAuth(line string) string {
-	f := strings.Fields(line)
-	if len(f) > 2 && strings.EqualFold(f[0], "AUTH") {
-		return f[0] + " " + f[1] + " ***"
-	}
-	return line
-}
-
 func noArgs(args string) error {
 	if args != "" {
 		return SMTPError501
@@ -83,16 +98,9 @@ func noArgs(args string) error {
 	return nil
 }
 
-// needsTLS reports whether TLSRequired refuses verb on this plaintext connection.
-func (s *Session) needsTLS(verb string) bool {
-	if s.cfg.tlsMode != TLSRequired || s.IsEncrypted() {
-		return false
-	}
-	switch verb {
-	case "EHLO", "HELO", "NOOP", "QUIT", "STARTTLS", "AUTH":
-		return false
-	}
-	return true
+// needsTLS reports whether TLSRequired refuses cmd on this plaintext connection.
+func (s *Session) needsTLS(cmd *command) bool {
+	return s.cfg.tlsMode == TLSRequired && !s.IsEncrypted() && (cmd == nil || !cmd.plainOK)
 }
 
 // needsAuth reports whether AuthRequired refuses mail commands in this session.
@@ -100,20 +108,67 @@ func (s *Session) needsAuth() bool {
 	return s.cfg.authMode == AuthRequired && !s.IsAuthenticated()
 }
 
-func (s *Session) cmdHelo(verb, domain string) error {
-	if domain == "" {
-		return SMTPError501
+func (s *Session) cmdNoop(args string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	s.send(replyOK)
+	return nil
+}
+
+func (s *Session) cmdQuit(args string) error {
+	if err := noArgs(args); err != nil {
+		return err
+	}
+	s.closeWith(replyBye)
+	return nil
+}
+
+func (s *Session) cmdEhlo(domain string) error { return s.greet("EHLO", domain) }
+
+func (s *Session) cmdHelo(domain string) error { return s.greet("HELO", domain) }
+
+// greet runs HELO and EHLO: a repeated one is a junk command; the domain must be
+// at most 255 bytes without control characters.
+func (s *Session) greet(verb, domain string) error {
+	if !validHelo(domain) {
+		return errBadHelo
+	}
+	if s.state != stateGreet && !s.countJunk() {
+		return nil
 	}
 	s.resetTransaction()
 	if err := s.h.OnHelo(s, domain); err != nil {
 		return err
 	}
-	s.Helo = domain
+	if !s.xclientHelo {
+		s.Helo = domain
+	}
 	s.state = stateReady
 	if verb == "HELO" {
-		s.reply(250, oneLine("OK "+oneLine(s.HeloResponse)))
+		s.sendText(250, oneLine("OK "+oneLine(s.HeloResponse)))
 		return nil
 	}
+	s.sendText(250, strings.Join(s.ehloLines(), "\n"))
+	return nil
+}
+
+// validHelo reports whether a HELO/EHLO argument is acceptable: present, at most 255
+// bytes (RFC 5321 4.5.3.1.2's domain), no control characters.
+func validHelo(domain string) bool {
+	if domain == "" || len(domain) > 255 {
+		return false
+	}
+	for i := 0; i < len(domain); i++ {
+		if c := domain[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ehloLines is the EHLO reply: the greeting, then the extensions that are on.
+func (s *Session) ehloLines() []string {
 	lines := []string{oneLine(s.HeloResponse)}
 	if s.cfg.i18n {
 		lines = append(lines, "8BITMIME", "SMTPUTF8")
@@ -127,175 +182,8 @@ func (s *Session) cmdHelo(verb, domain string) error {
 	if s.cfg.tlsMode != TLSForbidden && !s.IsEncrypted() {
 		lines = append(lines, "STARTTLS")
 	}
-	lines = append(lines, "OK")
-	s.reply(250, strings.Join(lines, "\n"))
-	return nil
+	if s.xclientOK {
+		lines = append(lines, "XCLIENT "+xclientAttrs)
+	}
+	return append(lines, "OK")
 }
-
-// mailParams are the MAIL FROM parameters this server knows.
-type mailParams struct {
-	body, utf8 string
-}
-
-func (s *Session) cmdMail(args string) error {
-	switch {
-	case s.state == stateGreet || s.state > stateReady:
-		return SMTPError503
-	case s.needsAuth():
-		return SMTPError530
-	}
-	arg, ok := cutPrefixFold(args, "FROM:")
-	if !ok {
-		return SMTPError501
-	}
-	path, err := address.Parse(arg, true)
-	if err != nil {
-		return wrapSyntax(err)
-	}
-	p, err := s.parseMailParams(path.Params)
-	if err != nil {
-		return err
-	}
-	if !path.IsASCII() && p.utf8 == "" {
-		return SMTPError553
-	}
-	s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8}
-	from, err := s.h.OnMailFrom(s, path.Mailbox)
-	if successReply(err) == nil && err != nil {
-		s.Envelope = Envelope{}
-		return err
-	}
-	if from == "" {
-		from = path.Mailbox
-	}
-	s.Envelope.From = from
-	s.state = stateMail
-	return s.succeed(err, 250, "OK")
-}
-
-// parseMailParams reads BODY= and SMTPUTF8; they need Internationalization (501
-// otherwise, as MidiSmtpServer), other parameters are 555 (RFC 5321 4.1.1.11).
-func (s *Session) parseMailParams(params []address.Param) (mailParams, error) {
-	var p mailParams
-	for _, prm := range params {
-		switch strings.ToUpper(prm.Key) {
-		case "BODY":
-			if !s.cfg.i18n || p.body != "" {
-				return p, SMTPError501
-			}
-			switch strings.ToUpper(prm.Value) {
-			case "7BIT":
-				p.body = "7bit"
-			case "8BITMIME":
-				p.body = "8bitmime"
-			default:
-				return p, SMTPError501
-			}
-		case "SMTPUTF8":
-			if !s.cfg.i18n || p.utf8 != "" || prm.HasValue {
-				return p, SMTPError501
-			}
-			p.utf8 = "utf8"
-		default:
-			return p, SMTPError555
-		}
-	}
-	return p, nil
-}
-
-var errTooManyRecipients = &SMTPError{Code: 452, Message: "Too many recipients"}
-
-func (s *Session) cmdRcpt(args string) error {
-	switch {
-	case s.state != stateMail && s.state != stateRcpt:
-		return SMTPError503
-	case s.needsAuth():
-		return SMTPError530
-	}
-	arg, ok := cutPrefixFold(args, "TO:")
-	if !ok {
-		return SMTPError501
-	}
-	path, err := address.Parse(arg, false)
-	if err != nil {
-		return wrapSyntax(err)
-	}
-	switch {
-	case len(path.Params) > 0:
-		return SMTPError555
-	case !path.IsASCII() && s.Envelope.EncodingUTF8 == "":
-		return SMTPError553
-	case s.cfg.maxRecipients > 0 && len(s.Envelope.To) >= s.cfg.maxRecipients:
-		return errTooManyRecipients
-	}
-	to, err := s.h.OnRcptTo(s, path.Mailbox)
-	if successReply(err) == nil && err != nil {
-		return err
-	}
-	if to == "" {
-		to = path.Mailbox
-	}
-	s.Envelope.To = append(s.Envelope.To, to)
-	s.state = stateRcpt
-	return s.succeed(err, 250, "OK")
-}
-
-func (s *Session) cmdRset(args string) error {
-	if err := noArgs(args); err != nil {
-		return err
-	}
-	s.resetTransaction()
-	s.reply(250, "OK")
-	return nil
-}
-
-func (s *Session) cmdData(args string) error {
-	switch {
-	case args != "":
-		return SMTPError501
-	case s.state != stateRcpt:
-		return SMTPError503
-	case s.needsAuth():
-		return SMTPError530
-	}
-	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
-	s.reply(354, `Enter message, ending with "." on a line by itself`)
-	return s.receiveData()
-}
-
-// succeed answers a hook's outcome: nil with the default reply code and text, an
-// SMTPError with a code below 400 (say 251 from OnRcptTo) with that reply; any
-// other error is returned for replyError.
-func (s *Session) succeed(err error, code int, text string) error {
-	if err == nil {
-		s.reply(code, text)
-		return nil
-	}
-	if ok := successReply(err); ok != nil {
-		s.writeReply(ok.Code, ok.EnhancedCode, ok.Message)
-		return nil
-	}
-	return err
-}
-
-// cutPrefixFold cuts prefix from s, ignoring ASCII case.
-func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
-		return s, false
-	}
-	return s[len(prefix):], true
-}
-
-// wrapSyntax turns an address parse error into a 501 that keeps the reason for the log.
-func wrapSyntax(err error) error {
-	return &wrappedReply{reply: SMTPError501, err: err}
-}
-
-// wrappedReply is an SMTPError reply with the error that caused it, for the log.
-type wrappedReply struct {
-	reply *SMTPError
-	err   error
-}
-
-func (w *wrappedReply) Error() string   { return w.err.Error() + " (" + strconv.Itoa(w.reply.Code) + ")" }
-func (w *wrappedReply) Unwrap() []error { return []error{w.reply, w.err} }

@@ -37,6 +37,15 @@ func (m CRLFMode) String() string {
 	return "CRLFMode(?)"
 }
 
+// Limits of the lines that are parsed, line end not counted (RFC 5321 4.5.3.1.4
+// allows 512 octets for a command line, RFC 4954 4 12288 for an AUTH command or
+// response); longer ones are read to their end in bounded memory and refused with
+// 500, never parsed or stored.
+const (
+	maxCommandLine  = 2048
+	maxAuthResponse = 12288
+)
+
 // readBufferSize is the size of the per-connection read buffer. Lines longer than it
 // are gathered in lineReader.long, up to the IOBufferMaxSize limit.
 const readBufferSize = 4096
@@ -44,6 +53,7 @@ const readBufferSize = 4096
 var (
 	errLineLimit   = errors.New("smtpd: line longer than IOBufferMaxSize")
 	errBareLineEnd = errors.New("smtpd: bare CR or LF in a line")
+	errSoftLimit   = errors.New("smtpd: line over the limit for its kind, dropped")
 )
 
 // lineReader reads LF-ended lines from a bufio.Reader, never holding more than max
@@ -76,14 +86,26 @@ func (lr *lineReader) hasLine() bool {
 	return bytes.IndexByte(b, '\n') >= 0
 }
 
+// maxKeptLine is the largest gathering buffer a lineReader keeps between lines; a
+// bigger one (after a long message line) is given back to the garbage collector.
+const maxKeptLine = 64 << 10
+
 // readLine returns the next line including its LF. The slice is valid until the next
-// call. A line longer than max is errLineLimit; input that ends without LF is
-// io.ErrUnexpectedEOF (or io.EOF when nothing of the line came).
-func (lr *lineReader) readLine() ([]byte, error) {
+// call. A line longer than max is errLineLimit, and the connection cannot go on. A
+// line longer than soft (but not than max) is read to its end and dropped without
+// being stored: errSoftLimit, and the next line can be read. Input that ends without
+// LF is io.ErrUnexpectedEOF (or io.EOF when nothing of the line came).
+func (lr *lineReader) readLine(soft int) ([]byte, error) {
+	if cap(lr.long) > maxKeptLine {
+		lr.long = nil
+	}
 	line, err := lr.br.ReadSlice('\n')
 	if err == nil {
-		if len(line) > lr.max {
+		switch {
+		case len(line) > lr.max:
 			return nil, errLineLimit
+		case len(line) > soft:
+			return nil, errSoftLimit
 		}
 		return line, nil
 	}
@@ -93,12 +115,19 @@ func (lr *lineReader) readLine() ([]byte, error) {
 		}
 		return nil, err
 	}
+	if len(line) > soft {
+		return nil, lr.skipLine(len(line))
+	}
 	lr.long = append(lr.long[:0], line...)
 	for {
 		line, err = lr.br.ReadSlice('\n')
-		if len(lr.long)+len(line) > lr.max {
+		if len(lr.long)+len(line) > soft {
+			n := len(lr.long) + len(line)
 			lr.long = nil // give the memory back
-			return nil, errLineLimit
+			if err == nil {
+				return nil, lr.tooLong(n)
+			}
+			return nil, lr.skipLine(n)
 		}
 		lr.long = append(lr.long, line...)
 		switch err {
@@ -112,6 +141,36 @@ func (lr *lineReader) readLine() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// skipLine reads and drops the rest of a line of which n bytes have been read, in
+// bounded memory; it returns errSoftLimit, or errLineLimit past max.
+func (lr *lineReader) skipLine(n int) error {
+	for {
+		if n > lr.max {
+			return errLineLimit
+		}
+		line, err := lr.br.ReadSlice('\n')
+		n += len(line)
+		switch err {
+		case nil:
+			return lr.tooLong(n)
+		case bufio.ErrBufferFull:
+			continue
+		case io.EOF:
+			return io.ErrUnexpectedEOF
+		default:
+			return err
+		}
+	}
+}
+
+// tooLong classifies a complete line of n bytes over the soft limit.
+func (lr *lineReader) tooLong(n int) error {
+	if n > lr.max {
+		return errLineLimit
+	}
+	return errSoftLimit
 }
 
 // discardBuffered drops every byte already read from the connection but not yet

@@ -17,7 +17,7 @@ func crlfReadAll(t *testing.T, lr *lineReader) ([]string, error) {
 	t.Helper()
 	var lines []string
 	for i := 0; i < 100000; i++ {
-		line, err := lr.readLine()
+		line, err := lr.readLine(lr.max)
 		if err != nil {
 			return lines, err
 		}
@@ -90,7 +90,7 @@ func TestCRLFLineReaderBufferBounded(t *testing.T) {
 		require.Equal(t, tt.size, lr.br.Size(), "max %d", tt.max)
 	}
 	lr := newLineReader(strings.NewReader(strings.Repeat("x", 20000)+"\r\n"), 10000)
-	_, err := lr.readLine()
+	_, err := lr.readLine(lr.max)
 	require.ErrorIs(t, err, errLineLimit)
 	require.Nil(t, lr.long, "the gathered long line is released after errLineLimit")
 }
@@ -102,10 +102,10 @@ func TestCRLFLineReaderSliceReuse(t *testing.T) {
 	a := strings.Repeat("a", 6000) + "\r\n"
 	b := strings.Repeat("b", 5000) + "\r\n"
 	lr := newLineReader(strings.NewReader(a+b), 1<<20)
-	first, err := lr.readLine()
+	first, err := lr.readLine(lr.max)
 	require.NoError(t, err)
 	require.Equal(t, a, string(first))
-	second, err := lr.readLine()
+	second, err := lr.readLine(lr.max)
 	require.NoError(t, err)
 	require.Equal(t, b, string(second))
 }
@@ -128,7 +128,7 @@ func TestCRLFLineReaderReadError(t *testing.T) {
 	boom := errors.New("boom")
 	for _, input := range []string{"", "partial", strings.Repeat("x", 5000)} {
 		lr := newLineReader(&crlfErrReader{data: input, err: boom}, 1<<20)
-		_, err := lr.readLine()
+		_, err := lr.readLine(lr.max)
 		require.ErrorIs(t, err, boom, "input of %d bytes", len(input))
 	}
 }
@@ -137,25 +137,25 @@ func TestCRLFLineReaderHasLineAndDiscard(t *testing.T) {
 	// A pipe-like reader: everything written so far is readable in one Read.
 	lr := newLineReader(strings.NewReader("EHLO a\r\nMAIL FROM:<a@b>\r\npartial"), 512)
 	require.False(t, lr.hasLine(), "nothing buffered before the first read")
-	line, err := lr.readLine()
+	line, err := lr.readLine(lr.max)
 	require.NoError(t, err)
 	require.Equal(t, "EHLO a\r\n", string(line))
 	require.True(t, lr.hasLine(), "MAIL line buffered")
-	line, err = lr.readLine()
+	line, err = lr.readLine(lr.max)
 	require.NoError(t, err)
 	require.Equal(t, "MAIL FROM:<a@b>\r\n", string(line))
 	require.False(t, lr.hasLine(), "a partial line is not a line")
 	require.Equal(t, len("partial"), lr.discardBuffered())
 	require.Equal(t, 0, lr.discardBuffered())
-	_, err = lr.readLine()
+	_, err = lr.readLine(lr.max)
 	require.ErrorIs(t, err, io.EOF)
 
 	lr = newLineReader(strings.NewReader("bare\nx"), 512)
-	_, err = lr.readLine()
+	_, err = lr.readLine(lr.max)
 	require.NoError(t, err)
 	require.False(t, lr.hasLine())
 	lr = newLineReader(strings.NewReader("a\nb\n"), 512)
-	_, err = lr.readLine()
+	_, err = lr.readLine(lr.max)
 	require.NoError(t, err)
 	require.True(t, lr.hasLine(), "a bare-LF line counts as a line")
 }

@@ -12,6 +12,8 @@ import (
 // answers the final dot; OnMessage is not called. Only a 421 is sent at once.
 func (s *Session) receiveData() error {
 	defer s.resetTransaction()
+	s.dataStart, s.dataBytes = time.Now(), 0
+	defer func() { s.dataStart = time.Time{} }()
 	var (
 		afterCRLF = true // the DATA command line counts as ended by CRLF
 		started   bool
@@ -19,7 +21,7 @@ func (s *Session) receiveData() error {
 		failed    error
 	)
 	for {
-		line, err := s.readLine(false)
+		line, err := s.readLine(s.cfg.bufferMax, false)
 		if err != nil {
 			s.readFailed(err)
 			s.quit = true
@@ -28,6 +30,7 @@ func (s *Session) receiveData() error {
 		if dotLine(line, afterCRLF) {
 			break
 		}
+		s.dataBytes += len(line)
 		d := parseDataLine(line, s.cfg.crlfMode)
 		afterCRLF = lineEndsCRLF(line)
 		bare = bare || d.bare
@@ -49,11 +52,14 @@ func (s *Session) receiveData() error {
 	switch {
 	case bare && s.cfg.crlfMode == CRLFStrict:
 		s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
-		return errCRLF
-	case failed != nil:
-		return failed
+		failed = errCRLF
+	case failed == nil:
+		failed = s.deliver()
 	}
-	return s.deliver()
+	if failed != nil {
+		s.srv.stats.MessagesRefused.Add(1)
+	}
+	return failed
 }
 
 // lineEndsCRLF reports whether the raw line ends with "\r\n".
@@ -73,10 +79,18 @@ func (s *Session) storeLine(d dataLine, failed error) error {
 			return err
 		}
 	}
-	if max := s.cfg.maxMessage; max > 0 && len(s.Message.Data)+len(d.text)+len(d.end) > max {
+	need := len(s.Message.Data) + len(d.text) + len(d.end)
+	if max := s.cfg.maxMessage; max > 0 && need > max {
+		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
 		s.logger.Info("message over MaxMessageSize; discarding the rest", "limit", max)
-		s.Message.Data = nil
+		s.releaseBuffered()
 		return SMTPError552
+	}
+	if need > cap(s.Message.Data) && !s.reserveBuffered(grownCap(cap(s.Message.Data), need)) {
+		s.srv.stats.limit(&s.srv.stats.MaxBufferedData)
+		s.logger.Warn("MaxBufferedData reached; discarding the message", "limit", s.cfg.maxBuffered)
+		s.releaseBuffered()
+		return errBufferedData
 	}
 	s.Message.Data = appendLine(s.Message.Data, d.text, d.end)
 	if s.cfg.crlfMode == CRLFLeave {
@@ -91,16 +105,21 @@ func (s *Session) storeLine(d dataLine, failed error) error {
 // more than its size.
 func appendLine(data, text, end []byte) []byte {
 	if need := len(data) + len(text) + len(end); need > cap(data) {
-		grow := cap(data)
-		if grow >= 1<<20 {
-			grow /= 4
-		}
-		grown := make([]byte, len(data), max(cap(data)+grow, need, 4096))
+		grown := make([]byte, len(data), grownCap(cap(data), need))
 		copy(grown, data)
 		data = grown
 	}
 	data = append(data, text...)
 	return append(data, end...)
+}
+
+// grownCap is the capacity appendLine grows a buffer of capacity c to, to hold need bytes.
+func grownCap(c, need int) int {
+	grow := c
+	if grow >= 1<<20 {
+		grow /= 4
+	}
+	return max(c+grow, need, 4096)
 }
 
 // lineEndString returns end as one of the constant strings, without allocating.
@@ -127,5 +146,9 @@ func (s *Session) deliver() error {
 	}
 	s.Message.DeliveredAt = time.Now().UTC()
 	s.Message.Bytesize = len(s.Message.Data)
-	return s.succeed(s.h.OnMessage(s), 250, "Requested mail action okay, completed")
+	if err := s.succeed(s.h.OnMessage(s), replyDelivered); err != nil {
+		return err
+	}
+	s.accepted(s.Message.Bytesize)
+	return nil
 }

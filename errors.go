@@ -10,13 +10,17 @@ import (
 // fmt.Errorf("...: %w", err)) and the server answers the client with its Code,
 // EnhancedCode and Message. It is the port of Ruby's Smtpd???Exception classes.
 //
-// A Message with line breaks is sent as a multi-line reply. An empty EnhancedCode
-// sends none (the predefined errors have none, as in MidiSmtpServer). OnMailFrom,
+// A Message with line breaks is sent as a multi-line reply; CR never reaches the
+// client. An EnhancedCode that is not RFC 3463 syntax (class.subject.detail, the
+// class equal to Code's first digit, 1-3 digits each) is dropped, so no hook can
+// inject a reply line through it. An empty EnhancedCode sends none (the predefined
+// errors have none, as in MidiSmtpServer), or with Server.EnhancedStatusCodes the
+// code of the reply's meaning (the predefined ones) or its class default (X.0.0). OnMailFrom,
 // OnRcptTo, OnMessage and OnUnknown may also return one with a success code (2xx or
 // 3xx) to succeed with that reply instead of the default one.
 type SMTPError struct {
-	Code         int    // reply code, 400..599
-	EnhancedCode string // RFC 3463 status code such as "5.1.1", or ""
+	Code         int    // reply code: 400..599 for an error, 200..399 for a success reply
+	EnhancedCode string // RFC 3463 status code such as "5.1.1" (class matching Code), or ""
 	Message      string // reply text
 }
 
@@ -62,7 +66,8 @@ var (
 	SMTPError555 = &SMTPError{Code: 555, Message: "MAIL FROM/RCPT TO parameters not recognized or not implemented"}
 )
 
-// Replies of the server itself that no hook returns; their texts are MidiSmtpServer's.
+// Replies of the server itself that no hook returns; their texts are MidiSmtpServer's
+// where it has one. Their RFC 3463 codes are in enhancedCodes.
 var (
 	errBusy         = &SMTPError{Code: 421, Message: "Service too busy or not available, closing transmission channel"}
 	errTLSRequired  = &SMTPError{Code: 530, Message: "Encryption required, must issue STARTTLS command first"}
@@ -71,10 +76,83 @@ var (
 	errLineTooLong  = &SMTPError{Code: 421, Message: "Line too long, closing transmission channel"}
 	errTimeout      = &SMTPError{Code: 421, Message: "Timeout, closing transmission channel"}
 	errAuthFailures = &SMTPError{Code: 421, Message: "Too many authentication failures, closing transmission channel"}
+
+	errTooManyRecipients = &SMTPError{Code: 452, Message: "Too many recipients"}
+	errStartTLSSyntax    = &SMTPError{Code: 501, Message: "Syntax error in parameters or arguments"}
+	errCommandTooLong    = &SMTPError{Code: 500, Message: "Line too long"}
+	errAuthTooLong       = &SMTPError{Code: 500, Message: "AUTH response too long"}
+	errTooManyErrors     = &SMTPError{Code: 421, Message: "Too many errors, closing transmission channel"}
+	errTooManyJunk       = &SMTPError{Code: 421, Message: "Too many commands without mail, closing transmission channel"}
+	errPerIP             = &SMTPError{Code: 421, Message: "Too many connections from your address, closing transmission channel"}
+	errWaitTimeout       = &SMTPError{Code: 421, Message: "Service too busy, try again later, closing transmission channel"}
+	errPregreet          = &SMTPError{Code: 554, Message: "Protocol error, client talked before the greeting"}
+	errNonSMTP           = &SMTPError{Code: 554, Message: "Non-SMTP command, closing transmission channel"}
+	errSlowData          = &SMTPError{Code: 421, Message: "Data transfer too slow, closing transmission channel"}
+	errBufferedData      = &SMTPError{Code: 452, Message: "Insufficient system storage, try again later"}
+	errXClientDenied     = &SMTPError{Code: 550, Message: "XCLIENT not permitted"}
+	errBadHelo           = &SMTPError{Code: 501, Message: "Syntax error in parameters or arguments"}
+	errTooManyParams     = &SMTPError{Code: 501, Message: "Too many parameters"}
 )
+
+// The server's success replies (hooks may replace some with their own).
+var (
+	replyOK        = &SMTPError{Code: 250, Message: "OK"}
+	replyMailOK    = &SMTPError{Code: 250, Message: "OK"}
+	replyRcptOK    = &SMTPError{Code: 250, Message: "OK"}
+	replyDelivered = &SMTPError{Code: 250, Message: "Requested mail action okay, completed"}
+	replyBye       = &SMTPError{Code: 221, Message: "Service closing transmission channel"}
+	replyAuthOK    = &SMTPError{Code: 235, Message: "OK"}
+	replyStartTLS  = &SMTPError{Code: 220, Message: "Ready to start TLS"}
+)
+
+// enhancedCodes are the RFC 3463 codes of the predefined and the server's own
+// replies, sent with EnhancedStatusCodes on when the reply carries none itself.
+var enhancedCodes = map[*SMTPError]string{
+	SMTPError421: "4.3.2", SMTPError432: "4.7.12", SMTPError450: "4.2.0", SMTPError451: "4.3.0",
+	SMTPError452: "4.3.1", SMTPError454: "4.7.0", SMTPError500: "5.5.2", SMTPError501: "5.5.4",
+	SMTPError502: "5.5.1", SMTPError503: "5.5.1", SMTPError504: "5.5.4", SMTPError521: "5.3.2",
+	SMTPError530: "5.7.0", SMTPError534: "5.7.9", SMTPError535: "5.7.8", SMTPError538: "5.7.11",
+	SMTPError550: "5.1.1", SMTPError552: "5.3.4", SMTPError553: "5.1.3", SMTPError554: "5.0.0",
+	SMTPError555: "5.5.4",
+
+	errBusy: "4.3.2", errTLSRequired: "5.7.0", errPipelining: "5.5.0", errCRLF: "5.5.2",
+	errLineTooLong: "4.5.0", errTimeout: "4.4.2", errAuthFailures: "4.7.0",
+	errTooManyRecipients: "4.5.3", errStartTLSSyntax: "5.5.4", errCommandTooLong: "5.5.2",
+	errAuthTooLong: "5.5.6", errTooManyErrors: "4.7.0", errTooManyJunk: "4.7.0", errPerIP: "4.7.0",
+	errWaitTimeout: "4.3.2", errPregreet: "5.5.1", errNonSMTP: "5.5.1", errSlowData: "4.4.2",
+	errBufferedData: "4.3.1", errXClientDenied: "5.7.0", errBadHelo: "5.5.2", errTooManyParams: "5.5.4",
+
+	replyOK: "2.0.0", replyMailOK: "2.1.0", replyRcptOK: "2.1.5", replyDelivered: "2.0.0",
+	replyBye: "2.0.0", replyAuthOK: "2.7.0", replyStartTLS: "2.0.0",
+}
 
 // ErrServerClosed is returned by Serve, and by Start's listeners, after Shutdown or Close.
 var ErrServerClosed = errors.New("smtpd: Server closed")
+
+// validEnhanced reports whether enh is an RFC 3463 status code whose class
+// (2, 4 or 5) is code's first digit: class "." 1*3digit "." 1*3digit.
+func validEnhanced(code int, enh string) bool {
+	if len(enh) < 5 || len(enh) > 9 || int(enh[0]-'0') != code/100 || enh[1] != '.' {
+		return false
+	}
+	if c := enh[0]; c != '2' && c != '4' && c != '5' {
+		return false
+	}
+	subject, detail, ok := strings.Cut(enh[2:], ".")
+	return ok && digits1to3(subject) && digits1to3(detail)
+}
+
+func digits1to3(s string) bool {
+	if len(s) < 1 || len(s) > 3 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // asSMTPError finds the error reply (4xx or 5xx SMTPError) in err's chain; any other
 // error becomes 451.

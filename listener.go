@@ -42,7 +42,7 @@ func (srv *Server) Start() error {
 // bindAndServe is Start's work after the option checks.
 func (srv *Server) bindAndServe() error {
 
-	addrs, err := hostport.Resolver{}.Parse(orString(srv.Hosts, DefaultHosts), orString(srv.Ports, DefaultPorts))
+	addrs, err := hostport.Resolver{}.Parse(srv.cfg.hosts, srv.cfg.ports)
 	if err != nil {
 		return fmt.Errorf("smtpd: %w", err)
 	}
@@ -112,10 +112,10 @@ func (srv *Server) track(l net.Listener) error {
 
 // implicitPorts turns ImplicitTLSPorts into a set of ports, each of which must be bound.
 func (srv *Server) implicitPorts(addrs []hostport.Addr) (map[string]bool, error) {
-	if srv.ImplicitTLSPorts == "" {
+	if srv.cfg.implicitPorts == "" {
 		return nil, nil
 	}
-	set, err := hostport.PortSet(srv.ImplicitTLSPorts)
+	set, err := hostport.PortSet(srv.cfg.implicitPorts)
 	if err != nil {
 		return nil, fmt.Errorf("smtpd: ImplicitTLSPorts: %w", err)
 	}
@@ -188,6 +188,7 @@ func (srv *Server) startSession(c net.Conn, implicitTLS bool) {
 	srv.sessions[s] = struct{}{}
 	srv.conns.Add(1)
 	srv.connections.Add(1)
+	srv.stats.ConnectionsTotal.Add(1)
 	srv.mu.Unlock()
 	go func() {
 		defer srv.conns.Done()
@@ -201,11 +202,4 @@ func (srv *Server) endSession(s *Session) {
 	delete(srv.sessions, s)
 	srv.mu.Unlock()
 	srv.connections.Add(-1)
-}
-
-func orString(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

@@ -144,7 +144,7 @@ func TestRegressionStaleWriteDeadline(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := &Server{Handler: regSlowRcpt{d: 5 * time.Millisecond}, Pipelining: tc.pipelining,
+			srv := &Server{Handler: regSlowRcpt{d: 5 * time.Millisecond}, Pipelining: tc.pipelining, MaxErrors: -1, MaxJunkCommands: -1,
 				IOCmdTimeout: 300 * time.Millisecond}
 			c := dialGreeted(t, serve(t, srv))
 			c.cmd("EHLO regression.example", 250)
@@ -170,7 +170,7 @@ func (regLongHelo) OnHelo(s *Session, _ string) error {
 
 func TestRegressionCloseStuckWriters(t *testing.T) {
 	// IOCmdTimeout is 30 s: a write to a client that does not read stays stuck.
-	srv := &Server{Handler: regLongHelo{}, Pipelining: true, MaxProcessings: 8}
+	srv := &Server{Handler: regLongHelo{}, Pipelining: true, MaxProcessings: 8, MaxJunkCommands: -1}
 	addr := serve(t, srv)
 	const clients = 5
 	// 8 bytes in, over 900 out: the server's socket buffers fill within a few

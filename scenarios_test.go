@@ -82,7 +82,11 @@ func TestScenarioDefaults(t *testing.T) {
 	require.Equal(t, 3, srv.cfg.maxAuthFailures)
 	require.Equal(t, int64(0), srv.cfg.maxConnections)
 	require.Equal(t, CRLFEnsure, srv.cfg.crlfMode)
-	require.Equal(t, 4, cap(srv.slots), "MaxProcessings")
+	require.Equal(t, 100, srv.cfg.maxProcessings, "MaxProcessings")
+	require.Equal(t, 30*time.Second, srv.cfg.waitTimeout)
+	require.Equal(t, 512<<20, srv.cfg.maxBuffered)
+	require.Equal(t, 20, srv.cfg.maxErrors)
+	require.Equal(t, 100, srv.cfg.maxJunk)
 	require.IsType(t, BaseHandler{}, srv.cfg.handler)
 	require.Nil(t, srv.ActiveTLSConfig())
 
@@ -107,19 +111,19 @@ func TestScenarioDefaults(t *testing.T) {
 	c.expectClosed()
 }
 
-// Default MaxProcessings is 4 and MaxConnections unlimited: a fifth client waits
-// without a banner (no 421) until a slot frees.
+// Default MaxProcessings is 100 and MaxConnections unlimited: the 101st client
+// waits without a banner (no 421) until a slot frees.
 func TestScenarioDefaultMaxProcessings(t *testing.T) {
 	srv := &Server{}
 	addr := serve(t, srv)
 	var cs []*client
-	for range 4 {
+	for range 100 {
 		cs = append(cs, dialGreeted(t, addr))
 	}
 	fifth := dial(t, addr)
 	scenarioNoBanner(t, fifth, 300*time.Millisecond)
-	require.Eventually(t, func() bool { return srv.Connections() == 5 }, 5*time.Second, 5*time.Millisecond)
-	require.Equal(t, 4, srv.Processings())
+	require.Eventually(t, func() bool { return srv.Connections() == 101 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, 100, srv.Processings())
 	cs[0].cmd("QUIT", 221)
 	fifth.protoExpect(220, protoTextBanner)
 	fifth.cmd("NOOP", 250)

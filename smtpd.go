@@ -22,8 +22,6 @@ package smtpd
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -37,12 +35,16 @@ import (
 const (
 	DefaultHosts           = "127.0.0.1"
 	DefaultPorts           = "2525"
-	DefaultMaxProcessings  = 4
+	DefaultMaxProcessings  = 100
 	DefaultIOCmdTimeout    = 30 * time.Second
 	DefaultIOBufferMaxSize = 1 << 20
 	DefaultMaxAuthFailures = 3
 	DefaultMaxMessageSize  = 32 << 20
 	DefaultMaxRecipients   = 1000
+	DefaultWaitTimeout     = 30 * time.Second
+	DefaultMaxBufferedData = 512 << 20
+	DefaultMaxErrors       = 20  // Postfix's smtpd_hard_error_limit
+	DefaultMaxJunkCommands = 100 // Postfix's smtpd_junk_command_limit
 )
 
 // AuthMode says whether AUTH is offered and whether mail needs it.
@@ -88,9 +90,18 @@ type Server struct {
 	// further host; "2525:3535" gives one host several ports. Default "2525"; "0" picks
 	// a free port (see Addrs).
 	Ports string
-	// MaxProcessings is how many sessions are served at once (default 4); further
-	// connections wait, without a banner, until a slot frees.
+	// MaxProcessings is how many sessions are served at once (default 100;
+	// MidiSmtpServer's 4 lets four slow clients hold the whole server). Further
+	// connections wait without a banner, watched (see WaitTimeout), and are admitted
+	// round-robin by remote address as slots free; while any waits, the server is in
+	// stress mode (see the README): sessions get a 10 s timeout per request, at most
+	// one error and one junk command, and must send message data at 500 bytes/s.
 	MaxProcessings int
+	// WaitTimeout is how long a connection may wait for a processing slot before it
+	// gets "421 Service too busy, try again later". 0 means 30 s, < 0 for ever (as
+	// MidiSmtpServer). A client that leaves while waiting frees its place at once; one
+	// that sends anything before its banner gets 554 and is closed (a pregreet).
+	WaitTimeout time.Duration
 	// MaxConnections is how many connections may be open at once, waiting ones
 	// included; 0 is unlimited. One more gets "421 Service too busy or not available,
 	// closing transmission channel" (after OnConnect, as in MidiSmtpServer) and is
@@ -112,12 +123,52 @@ type Server struct {
 	// MaxRecipients is how many RCPT TO one transaction may have; one more is answered
 	// "452 Too many recipients". 0 means 1000, < 0 none.
 	MaxRecipients int
+	// MaxBufferedData is the total of message bytes all sessions together may hold in
+	// memory; a message that would pass it is read to its end, discarded, and
+	// answered 452 so that its sender retries later. 0 means 512 MiB, < 0 none.
+	MaxBufferedData int
+	// MaxErrors is how many error replies (4xx/5xx) a session may get without
+	// delivering a message; one more is answered 421 and the connection closed
+	// (Postfix's smtpd_hard_error_limit). 0 means 20, < 0 none.
+	MaxErrors int
+	// MaxJunkCommands is how many NOOP, RSET, VRFY, EXPN, HELP and repeated HELO/EHLO
+	// a session may send without delivering a message; one more is answered 421 and
+	// the connection closed (Postfix's smtpd_junk_command_limit). 0 means 100, < 0 none.
+	MaxJunkCommands int
+	// MaxConnectionsPerIP is how many connections one remote address (after PROXY
+	// and XCLIENT) may have open; one more gets 421 and is closed
+	// (Postfix's smtpd_client_connection_count_limit). 0 means unlimited.
+	MaxConnectionsPerIP int
+	// GreetDelay holds the banner back this long; a client that talks first gets
+	// "554 Protocol error" and is closed (postscreen's greet wait). 0 is off.
+	GreetDelay time.Duration
+	// MinDataRate is the least average rate, in bytes/s, of a message transfer
+	// (after a 2 s grace); a slower one is ended with 421. 0 is off (500 in stress mode).
+	MinDataRate int
+	// AuthFailureDelay is how long every 535 (failed AUTH) is held back, so that
+	// guessing passwords is slow even across reconnects (Dovecot's
+	// auth_failure_delay). 0 is off.
+	AuthFailureDelay time.Duration
+	// ProxyTrustedNetworks lists, comma separated, the CIDR prefixes or IPs of load
+	// balancers that send a PROXY protocol header (v1 or v2, auto-detected). A
+	// connection from them must start with one within IOCmdTimeout, else it is
+	// closed without a banner; its source becomes RemoteIP/RemotePort and the proxy's
+	// address Session.ProxyIP. Headers from anyone else are never honoured. Empty: off.
+	ProxyTrustedNetworks string
+	// XClientTrustedNetworks lists, like ProxyTrustedNetworks, the clients that may
+	// use Postfix's XCLIENT command to set the session's client attributes; others
+	// get 550. Empty: off (XCLIENT is then an unknown command).
+	XClientTrustedNetworks string
 	// Pipelining enables RFC 2920 PIPELINING. Off (the default), a command line that
 	// is followed in the input buffer by another complete line is refused with
 	// "500 Bad input, PIPELINING is not allowed".
 	Pipelining bool
 	// Internationalization advertises and accepts 8BITMIME and SMTPUTF8.
 	Internationalization bool
+	// EnhancedStatusCodes advertises ENHANCEDSTATUSCODES (RFC 2034): every reply but
+	// the banner, the HELO/EHLO reply, 334 and 354 carries an RFC 3463 code. Off,
+	// replies are MidiSmtpServer's texts, with a hook's own EnhancedCode only.
+	EnhancedStatusCodes bool
 	// AuthMode enables AUTH PLAIN and LOGIN; default AuthForbidden.
 	AuthMode AuthMode
 	// MaxAuthFailures is how many failed AUTH attempts (answered 535) one session may
@@ -164,115 +215,20 @@ type Server struct {
 	closing   chan struct{}  // closed when Shutdown or Close begins
 	isClosing atomic.Bool
 
-	connections atomic.Int64
-	processings atomic.Int64
-	slots       chan struct{}
-	nextID      atomic.Uint64
-	idPrefix    string // random per Server, so session IDs differ across restarts
+	connections  atomic.Int64
+	adm          *admission
+	perIP        map[string]int // open connections by remote IP (MaxConnectionsPerIP); under mu
+	stats        serverStats
+	buffered     budget // MaxBufferedData
+	lastWaitWarn atomic.Int64
+	nextID       atomic.Uint64
+	idPrefix     string // random per Server, so session IDs differ across restarts
 
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
 	tlsMu     sync.Mutex
 	activeTLS *tls.Config
-}
-
-// config is the Server's options with defaults applied, fixed at the first
-// Start or Serve.
-type config struct {
-	handler         Handler
-	logger          *slog.Logger
-	maxConnections  int64
-	crlfMode        CRLFMode
-	timeout         time.Duration
-	bufferMax       int
-	maxMessage      int
-	maxRecipients   int
-	maxAuthFailures int
-	pipelining      bool
-	i18n            bool
-	authMode        AuthMode
-	tlsMode         TLSMode
-	reverseLookup   bool
-}
-
-// init validates the options once and prepares the shared state.
-func (srv *Server) init() error {
-	srv.initOnce.Do(func() {
-		srv.initErr = srv.configure()
-		srv.sessions = make(map[*Session]struct{})
-		srv.closing = make(chan struct{})
-		srv.baseCtx, srv.cancelBase = context.WithCancel(context.Background())
-		srv.idPrefix = randomPrefix()
-	})
-	return srv.initErr
-}
-
-func (srv *Server) configure() error {
-	c := config{
-		handler:         srv.Handler,
-		logger:          srv.Logger,
-		maxConnections:  int64(srv.MaxConnections),
-		crlfMode:        srv.CRLFMode,
-		timeout:         orDefault(srv.IOCmdTimeout, DefaultIOCmdTimeout),
-		bufferMax:       orDefault(srv.IOBufferMaxSize, DefaultIOBufferMaxSize),
-		maxMessage:      orDefault(srv.MaxMessageSize, DefaultMaxMessageSize),
-		maxRecipients:   orDefault(srv.MaxRecipients, DefaultMaxRecipients),
-		maxAuthFailures: orDefault(srv.MaxAuthFailures, DefaultMaxAuthFailures),
-		pipelining:      srv.Pipelining,
-		i18n:            srv.Internationalization,
-		authMode:        srv.AuthMode,
-		tlsMode:         srv.TLSMode,
-		reverseLookup:   srv.DNSReverseLookup,
-	}
-	if c.handler == nil {
-		c.handler = BaseHandler{}
-	}
-	if c.logger == nil {
-		c.logger = slog.Default()
-	}
-	procs := orDefault(srv.MaxProcessings, DefaultMaxProcessings)
-	switch {
-	case srv.MaxProcessings < 0:
-		return fmt.Errorf("smtpd: MaxProcessings %d is negative", srv.MaxProcessings)
-	case srv.MaxConnections < 0:
-		return fmt.Errorf("smtpd: MaxConnections %d is negative (0 is unlimited)", srv.MaxConnections)
-	case srv.MaxConnections > 0 && srv.MaxConnections < procs:
-		return fmt.Errorf("smtpd: MaxConnections %d is less than MaxProcessings %d", srv.MaxConnections, procs)
-	case c.crlfMode < CRLFEnsure || c.crlfMode > CRLFStrict:
-		return fmt.Errorf("smtpd: unknown CRLFMode %d", c.crlfMode)
-	case c.authMode < AuthForbidden || c.authMode > AuthRequired:
-		return fmt.Errorf("smtpd: unknown AuthMode %d", c.authMode)
-	case c.tlsMode < TLSForbidden || c.tlsMode > TLSRequired:
-		return fmt.Errorf("smtpd: unknown TLSMode %d", c.tlsMode)
-	case srv.IOBufferMaxSize < 0:
-		return fmt.Errorf("smtpd: IOBufferMaxSize %d is negative", srv.IOBufferMaxSize)
-	case c.bufferMax < 512:
-		return fmt.Errorf("smtpd: IOBufferMaxSize %d is below 512, RFC 5321's longest command line", c.bufferMax)
-	case srv.TLSKeyPath != "" && srv.TLSCertPath == "":
-		return errors.New("smtpd: TLSKeyPath is set but TLSCertPath is not")
-	case c.tlsMode == TLSForbidden && srv.ImplicitTLSPorts != "":
-		return errors.New("smtpd: ImplicitTLSPorts needs a TLSMode other than TLSForbidden")
-	}
-	srv.slots = make(chan struct{}, procs)
-	srv.cfg = c
-	return nil
-}
-
-// randomPrefix returns 6 random base-36 characters and a dash.
-func randomPrefix() string {
-	return strconv.FormatUint(rand.Uint64N(36*36*36*36*36*36), 36) + "-"
-}
-
-// orDefault returns v, or def when v is zero, or 0 (meaning none) when v is negative.
-func orDefault[T int | time.Duration](v, def T) T {
-	switch {
-	case v == 0:
-		return def
-	case v < 0:
-		return 0
-	}
-	return v
 }
 
 // Addrs returns the addresses the server listens on, in the order of Hosts and Ports
@@ -287,7 +243,7 @@ func (srv *Server) Addrs() []net.Addr {
 func (srv *Server) Connections() int { return int(srv.connections.Load()) }
 
 // Processings returns the number of sessions being served (that got their banner).
-func (srv *Server) Processings() int { return int(srv.processings.Load()) }
+func (srv *Server) Processings() int { return int(srv.stats.SessionsActive.Load()) }
 
 // ActiveTLSConfig returns the TLS configuration in use (Ruby's ssl_context), e.g. to
 // read the generated self-signed certificate; nil when TLS is forbidden or before Start.
@@ -380,4 +336,9 @@ func (srv *Server) sessionList() []*Session {
 		list = append(list, s)
 	}
 	return list
+}
+
+// randomPrefix returns a few random base-36 characters and a dash.
+func randomPrefix() string {
+	return strconv.FormatUint(rand.Uint64N(36*36*36*36*36*36), 36) + "-"
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/midismtp/smtpd/internal/certs"
@@ -12,28 +13,28 @@ import (
 
 // Cipher suite presets for Server.TLSCipherSuites: MidiSmtpServer's OpenSSL cipher
 // strings (after the OWASP cheat sheet) in crypto/tls suite IDs, strongest first.
-// They choose TLS 1.2 suites only: TLS 1.3 is always on with Go's own suites, and TLS
+// Each is a copy: changing one changes no default and no other server. They choose
+// TLS 1.2 suites only: TLS 1.3 is always on with Go's own suites, and TLS
 // 1.2 is the minimum version. The README lists which OpenSSL name maps to which suite
 // and the ones Go does not offer.
 var (
-	// TLSCiphersAdvancedPlus is "Advanced+ (A+)", the default: ECDHE with AES-GCM and ChaCha20.
-	TLSCiphersAdvancedPlus = certs.AdvancedPlus
+	// TLSCiphersAdvancedPlus is "Advanced+ (A+)", the default: ECDHE with AES-GCM.
+	TLSCiphersAdvancedPlus = slices.Clone(certs.AdvancedPlus)
 	// TLSCiphersAdvanced is "Advanced (A)".
-	TLSCiphersAdvanced = certs.Advanced
+	TLSCiphersAdvanced = slices.Clone(certs.Advanced)
 	// TLSCiphersBroadCompatibility is "Broad Compatibility (B)".
-	TLSCiphersBroadCompatibility = certs.BroadCompatibility
+	TLSCiphersBroadCompatibility = slices.Clone(certs.BroadCompatibility)
 	// TLSCiphersWidestCompatibility is "Widest Compatibility (C)".
-	TLSCiphersWidestCompatibility = certs.WidestCompatibility
+	TLSCiphersWidestCompatibility = slices.Clone(certs.WidestCompatibility)
 	// TLSCiphersLegacy is "Legacy (C-)": it includes suites Go considers insecure.
-	TLSCiphersLegacy = certs.Legacy
+	TLSCiphersLegacy = slices.Clone(certs.Legacy)
 )
-
-var errStartTLSSyntax = fmt.Errorf("STARTTLS takes no parameter: %w", SMTPError501)
 
 // setupTLS makes the active TLS configuration, once: TLSConfig as given, else the
 // certificate files, else a self-signed certificate for the hosts and bound addresses.
 func (srv *Server) setupTLS(addrs []hostport.Addr, bound []boundListener) error {
-	if srv.cfg.tlsMode == TLSForbidden {
+	c := &srv.cfg
+	if c.tlsMode == TLSForbidden {
 		return nil
 	}
 	srv.tlsMu.Lock()
@@ -41,14 +42,14 @@ func (srv *Server) setupTLS(addrs []hostport.Addr, bound []boundListener) error 
 	if srv.activeTLS != nil {
 		return nil
 	}
-	if srv.TLSConfig != nil {
-		srv.activeTLS = srv.TLSConfig
+	if c.tlsConfig != nil {
+		srv.activeTLS = c.tlsConfig
 		return nil
 	}
 	var cert tls.Certificate
 	var err error
-	if srv.TLSCertPath != "" {
-		cert, err = certs.Load(srv.TLSCertPath, srv.TLSKeyPath)
+	if c.certPath != "" {
+		cert, err = certs.Load(c.certPath, c.keyPath)
 	} else {
 		var hosts []string
 		for _, a := range addrs {
@@ -60,17 +61,30 @@ func (srv *Server) setupTLS(addrs []hostport.Addr, bound []boundListener) error 
 				ips = append(ips, t.IP)
 			}
 		}
-		cn, san := certs.Names(srv.TLSCertCN, srv.TLSCertSAN, hosts, ips)
+		cn, san := certs.Names(c.certCN, c.certSAN, hosts, ips)
 		cert, err = certs.SelfSigned(cn, san, time.Now())
 		if err == nil {
-			srv.cfg.logger.Info("using a self-signed certificate", "cn", cn, "san", san)
+			srv.cfg.logger.Warn("no certificate given: using a self-signed one, which clients that verify will refuse",
+				"cn", cn, "san", certSANs(cert))
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("smtpd: TLS certificate: %w", err)
 	}
-	srv.activeTLS = certs.Config(cert, srv.TLSCipherSuites)
+	srv.activeTLS = certs.Config(cert, c.cipherSuites)
 	return nil
+}
+
+// certSANs lists the subject alternative names of cert's leaf, as they are in it.
+func certSANs(cert tls.Certificate) []string {
+	if cert.Leaf == nil {
+		return nil
+	}
+	names := slices.Clone(cert.Leaf.DNSNames)
+	for _, ip := range cert.Leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
 }
 
 // cmdStartTLS answers STARTTLS and runs the handshake (RFC 3207). Plaintext the client
@@ -85,7 +99,7 @@ func (s *Session) cmdStartTLS(args string) error {
 	case s.IsEncrypted() || s.state == stateGreet:
 		return SMTPError503
 	}
-	s.reply(220, "Ready to start TLS")
+	s.send(replyStartTLS)
 	if s.flush() != nil {
 		return nil
 	}
@@ -95,7 +109,7 @@ func (s *Session) cmdStartTLS(args string) error {
 	if !s.handshake() {
 		return nil
 	}
-	s.Helo = ""
+	s.Helo, s.xclientHelo = "", false
 	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = "", "", time.Time{}
 	s.resetTransaction()
 	s.state = stateGreet
@@ -105,15 +119,18 @@ func (s *Session) cmdStartTLS(args string) error {
 // handshake turns the connection into TLS within IOCmdTimeout. On failure the
 // session ends (nothing can be answered).
 func (s *Session) handshake() bool {
-	tc := tls.Server(s.raw, s.srv.ActiveTLSConfig())
-	if s.cfg.timeout > 0 {
-		s.raw.SetDeadline(time.Now().Add(s.cfg.timeout))
+	tc := tls.Server(s.reader(), s.srv.ActiveTLSConfig())
+	s.early = nil
+	if t := s.timeout(); t > 0 {
+		s.raw.SetDeadline(time.Now().Add(t))
 	}
 	if err := tc.HandshakeContext(s.ctx); err != nil {
+		s.srv.stats.TLSFailures.Add(1)
 		s.logger.Info("TLS handshake failed; closing", "err", err)
 		s.quit = true
 		return false
 	}
+	s.srv.stats.TLSHandshakes.Add(1)
 	s.raw.SetDeadline(time.Time{})
 	s.wmu.Lock()
 	s.conn = tc

@@ -32,6 +32,10 @@ var (
 	// limits: a local part over 64 octets, a domain over 255 octets, or a
 	// path over 256 octets including the angle brackets.
 	ErrTooLong = errors.New("address: path too long")
+
+	// ErrTooManyParams reports more than MaxParams ESMTP parameters; it is found
+	// before any parameter is stored.
+	ErrTooManyParams = errors.New("address: too many ESMTP parameters")
 )
 
 // Param is one ESMTP parameter: keyword [ "=" value ].
@@ -89,8 +93,8 @@ func (p Path) IsASCII() bool {
 // The local part and domain may contain non-ASCII UTF-8 (RFC 6531); Parse
 // accepts it and leaves the decision to the caller, see [Path.IsASCII].
 //
-// On failure Parse returns the zero Path and exactly [ErrSyntax] or
-// [ErrTooLong].
+// On failure Parse returns the zero Path and exactly [ErrSyntax],
+// [ErrTooLong] or [ErrTooManyParams].
 func Parse(arg string, nullOK bool) (Path, error) {
 	// Every character class below excludes the ASCII controls, so they need
 	// no separate check; only the UTF-8 encoding has to be validated.
@@ -320,6 +324,12 @@ func validLiteral(lit string) bool {
 	return true
 }
 
+// MaxParams is the most ESMTP parameters one MAIL or RCPT may carry. RFC 5321 sets
+// no number; every extension together uses fewer than ten (SIZE, BODY, SMTPUTF8,
+// RET, ENVID, AUTH, REQUIRETLS, NOTIFY, ORCPT), and a cap keeps a long line of
+// parameters from allocating a record for each.
+const MaxParams = 16
+
 // parseParams parses the ESMTP parameters in s[i:], where s[i] is a space.
 func parseParams(s string, i int) ([]Param, error) {
 	n := 0
@@ -330,6 +340,9 @@ func parseParams(s string, i int) ([]Param, error) {
 	}
 	if n == 0 {
 		return nil, nil
+	}
+	if n > MaxParams {
+		return nil, ErrTooManyParams
 	}
 	params := make([]Param, 0, n)
 	for {

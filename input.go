@@ -1,0 +1,156 @@
+package smtpd
+
+import (
+	"errors"
+	"io"
+	"net"
+	"time"
+)
+
+// This file reads the client's input: the command loop, one line at a time under a
+// deadline and a length limit, and the reply owed when a line cannot be read.
+
+var (
+	errShuttingDown = errors.New("smtpd: server shutting down")
+	errAborted      = errors.New("smtpd: connection closed by Close")
+	errWrite        = errors.New("smtpd: writing a reply failed")
+)
+
+// commandLoop reads and runs command lines until QUIT, an error that closes the
+// connection, or the server shutting down.
+func (s *Session) commandLoop() {
+	for !s.quit {
+		// AUTH with an initial response carries a whole AUTH response (RFC 4954
+		// 4) after "AUTH <mechanism> " (SASL names are at most 20 characters);
+		// every other command is cut at maxCommandLine below, unparsed.
+		line, err := s.readLine(maxAuthResponse+64, true)
+		if err == errSoftLimit || err == nil && len(line) > maxCommandLine+2 && !isAuthLine(line) {
+			s.srv.stats.limit(&s.srv.stats.CommandTooLong)
+			s.logger.Info("command line too long; refused", "limit", maxCommandLine)
+			s.replyError(errCommandTooLong, false)
+			continue
+		}
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if s.srv.isClosing.Load() {
+			s.replyError(SMTPError421, true)
+			return
+		}
+		s.commands++
+		text, err := commandText(line, s.cfg.crlfMode)
+		switch {
+		case s.commands == 1 && isNonSMTP(text):
+			s.srv.stats.limit(&s.srv.stats.NonSMTP)
+			s.logger.Warn("non-SMTP client (HTTP?); closing", "line", excerpt(string(text)))
+			s.closeWith(errNonSMTP)
+		case err != nil:
+			s.traceRecv(text)
+			s.replyError(errCRLF, false)
+		case !s.cfg.pipelining && s.r.hasLine():
+			s.traceRecv(text)
+			s.replyError(errPipelining, false)
+		default:
+			s.dispatch(text)
+		}
+	}
+}
+
+// readLine reads one line of at most soft bytes (longer: errSoftLimit, the line
+// dropped). A deadline is set for the whole line when it is not already buffered:
+// one request, however slowly it drips in. Pending replies are flushed before
+// blocking. With command true the session counts as idle while it waits (Shutdown
+// interrupts it).
+func (s *Session) readLine(soft int, command bool) ([]byte, error) {
+	if s.aborted.Load() {
+		return nil, errAborted
+	}
+	if !s.r.hasLine() {
+		if err := s.flush(); err != nil {
+			return nil, errWrite
+		}
+		s.setReadDeadline()
+		if command {
+			s.idle.Store(true)
+			defer s.idle.Store(false)
+			if s.srv.isClosing.Load() {
+				return nil, errShuttingDown
+			}
+		}
+	}
+	return s.r.readLine(soft)
+}
+
+// setReadDeadline sets the deadline of the next line: the command timeout (shorter
+// in stress mode), or inside DATA the moment the transfer falls under the minimum
+// data rate, whichever comes first.
+func (s *Session) setReadDeadline() {
+	s.rateDeadline = false
+	timeout := s.timeout()
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	if at, ok := s.dataRateDeadline(); ok && (deadline.IsZero() || at.Before(deadline)) {
+		deadline, s.rateDeadline = at, true
+	}
+	s.raw.SetReadDeadline(deadline)
+}
+
+// readFailed answers the reason a line could not be read, where one is owed.
+func (s *Session) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case err == errAborted || err == errWrite:
+		s.logger.Debug("session ended", "err", err)
+	case err == errShuttingDown || s.srv.isClosing.Load():
+		s.replyError(SMTPError421, true)
+	case err == errLineLimit:
+		s.srv.stats.limit(&s.srv.stats.LineTooLong)
+		s.logger.Warn("line over IOBufferMaxSize; closing", "limit", s.cfg.bufferMax)
+		s.replyError(errLineTooLong, true)
+	case errors.As(err, &ne) && ne.Timeout() && s.rateDeadline:
+		s.srv.stats.limit(&s.srv.stats.MinDataRate)
+		s.logger.Info("data transfer under the minimum rate; closing", "bytes", s.dataBytes, "rate", s.minDataRate())
+		s.replyError(errSlowData, true)
+	case errors.As(err, &ne) && ne.Timeout():
+		s.srv.stats.limit(&s.srv.stats.CommandTimeout)
+		s.logger.Info("client timed out; closing", "timeout", s.timeout())
+		s.replyError(errTimeout, true)
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		s.logger.Debug("client closed the connection")
+	default:
+		s.logger.Debug("read failed", "err", err)
+	}
+}
+
+// isNonSMTP reports whether a session's first line is an HTTP request line or
+// header: a browser or proxy probe sent to the SMTP port (cross-protocol attacks).
+func isNonSMTP(line []byte) bool {
+	for _, p := range nonSMTPPrefixes {
+		if len(line) >= len(p) && equalFoldASCII(line[:len(p)], p) {
+			return true
+		}
+	}
+	return false
+}
+
+var nonSMTPPrefixes = []string{"GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS ", "Host:", "User-Agent:"}
+
+func equalFoldASCII(b []byte, s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := b[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		d := s[i]
+		if 'a' <= d && d <= 'z' {
+			d -= 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,108 @@
+package smtpd
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// This file is the one home of protocol tracing and of what client input may reach
+// a log line: traces are Debug lines with constant messages ("recv", "send") and the
+// line as an attribute; AUTH secrets are redacted here and nowhere else; client text
+// in any log line goes through excerpt.
+
+// maxExcerpt is how many bytes of client input a log line carries at most.
+const maxExcerpt = 64
+
+// maxTraced is how many bytes of a protocol line a Debug trace carries at most.
+const maxTraced = 512
+
+// excerpt returns a short, escaped excerpt of client input for a log line: at most
+// maxExcerpt bytes, quoted (control characters escaped), with the full length when
+// cut.
+func excerpt(s string) string {
+	return clip(s, maxExcerpt)
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "... (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// traceSent logs a reply at Debug.
+func (s *Session) traceSent(reply string) {
+	if s.debug {
+		s.logger.Debug("send", "line", clip(strings.TrimRight(reply, "\r\n"), maxTraced))
+	}
+}
+
+// traceRecv logs a received command line at Debug, hiding AUTH's initial response
+// and any line that may be an AUTH response sent out of turn (one base64 word that
+// is not a command: after a refused AUTH, a client's credentials arrive as commands).
+func (s *Session) traceRecv(line []byte) {
+	if !s.debug {
+		return
+	}
+	switch {
+	case maybeCredential(line):
+		s.logger.Debug("recv", "line", "*** (a base64 word, hidden: it may be a credential)")
+	case isAuthLine(line):
+		s.logger.Debug("recv", "line", redactAuth(string(line)))
+	default:
+		s.logger.Debug("recv", "line", clip(string(line), maxTraced))
+	}
+}
+
+// traceSecret logs that an AUTH response was received, without it.
+func (s *Session) traceSecret() {
+	if s.debug {
+		s.logger.Debug("recv", "line", "*** (AUTH response)")
+	}
+}
+
+// maybeCredential reports whether line is a single base64 word that is not a
+// command verb.
+func maybeCredential(line []byte) bool {
+	if len(line) == 0 {
+		return false
+	}
+	for _, c := range line {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return false
+		}
+	}
+	return lookupCommand(string(line)) == nil
+}
+
+// isAuthLine reports whether line's first word (after any white space) is AUTH.
+func isAuthLine(line []byte) bool {
+	i := 0
+	for i < len(line) && isSpace(line[i]) {
+		i++
+	}
+	line = line[i:]
+	return len(line) >= 4 && strings.EqualFold(string(line[:4]), "AUTH") && (len(line) == 4 || isSpace(line[4]))
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r' || c == '\n'
+}
+
+// redactAuth returns an AUTH line with its mechanism only, any initial response
+// hidden. It splits on any white space, so no spelling of the command escapes it.
+func redactAuth(line string) string {
+	f := strings.Fields(line)
+	switch {
+	case len(f) > 2:
+		return f[0] + " " + clip(f[1], maxExcerpt) + " ***"
+	case len(f) == 2:
+		return f[0] + " " + clip(f[1], maxExcerpt)
+	}
+	return line
+}

@@ -1,0 +1,197 @@
+package smtpd
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// This file is Postfix's XCLIENT extension: a trusted proxy (a content filter, a
+// front end) tells the server who the real client is.
+// https://www.postfix.org/XCLIENT_README.html
+
+// xclientAttrs are the attributes this server takes, as EHLO lists them.
+const xclientAttrs = "ADDR PORT NAME HELO PROTO LOGIN"
+
+// XCLIENT's special values: the proxy does not know the attribute.
+const (
+	xclientUnavailable = "[UNAVAILABLE]"
+	xclientTempUnavail = "[TEMPUNAVAIL]"
+)
+
+// xclientUpdate is what one XCLIENT command sets; nil fields are not given.
+type xclientUpdate struct {
+	addr, name, helo, login *string
+	port                    *int
+}
+
+// cmdXClient replaces the session's client attributes and restarts the session
+// with a new banner, as Postfix does: the client must send EHLO again; AUTH state
+// is cleared unless LOGIN= sets it; TLS stays.
+func (s *Session) cmdXClient(args string) error {
+	switch {
+	case !s.xclientOK:
+		s.srv.stats.limit(&s.srv.stats.XClientRefused)
+		return errXClientDenied
+	case s.state > stateReady:
+		return SMTPError503
+	}
+	u, err := parseXClient(args)
+	if err != nil {
+		return err
+	}
+	s.applyXClient(u)
+	if !s.srv.moveIP(s) {
+		s.srv.stats.limit(&s.srv.stats.MaxConnectionsPerIP)
+		s.replyError(errPerIP, true)
+		return nil
+	}
+	s.logger.Info("XCLIENT", "remote_ip", s.RemoteIP, "remote_port", s.RemotePort, "name", excerpt(s.RemoteHost),
+		"helo", excerpt(s.Helo), "login", excerpt(s.AuthenticationID))
+	s.sendText(220, oneLine(s.LocalResponse))
+	return nil
+}
+
+// parseXClient parses "NAME=value ..." (values in xtext, RFC 3461 4); a malformed
+// or unknown attribute is 501.
+func parseXClient(args string) (xclientUpdate, error) {
+	var u xclientUpdate
+	if args == "" {
+		return u, SMTPError501
+	}
+	for field := range strings.FieldsSeq(args) {
+		name, raw, ok := strings.Cut(field, "=")
+		value, err := decodeXtext(raw)
+		if !ok || err != nil {
+			return u, SMTPError501
+		}
+		switch strings.ToUpper(name) {
+		case "ADDR":
+			addr, ok := xclientAddr(value)
+			if !ok {
+				return u, SMTPError501
+			}
+			u.addr = &addr
+		case "PORT":
+			port, ok := xclientPort(value)
+			if !ok {
+				return u, SMTPError501
+			}
+			u.port = &port
+		case "NAME":
+			u.name = &value
+		case "HELO":
+			if !validHelo(value) {
+				return u, SMTPError501
+			}
+			u.helo = &value
+		case "LOGIN":
+			u.login = &value
+		case "PROTO":
+			if p := strings.ToUpper(value); p != "SMTP" && p != "ESMTP" && !isUnavailable(value) {
+				return u, SMTPError501
+			}
+		default:
+			return u, SMTPError501
+		}
+	}
+	return u, nil
+}
+
+// applyXClient sets the session's attributes from u and restarts its state.
+func (s *Session) applyXClient(u xclientUpdate) {
+	if u.addr != nil {
+		s.RemoteIP = *u.addr
+		s.RemoteHost = s.RemoteIP
+	}
+	if u.port != nil {
+		s.RemotePort = *u.port
+	}
+	if u.name != nil {
+		s.RemoteHost = *u.name
+	}
+	s.resetTransaction()
+	s.state = stateGreet
+	s.Helo, s.xclientHelo = "", false
+	if u.helo != nil && !isUnavailable(*u.helo) {
+		s.Helo, s.xclientHelo = *u.helo, true
+	}
+	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = "", "", time.Time{}
+	if u.login != nil && !isUnavailable(*u.login) {
+		s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = *u.login, *u.login, time.Now().UTC()
+	}
+	if u.addr != nil || u.port != nil {
+		s.setLogger()
+	}
+}
+
+// xclientAddr parses ADDR: an IPv4 address, "IPV6:" and an IPv6 address, or a
+// special value (kept as given).
+func xclientAddr(v string) (string, bool) {
+	if isUnavailable(v) {
+		return v, true
+	}
+	if rest, ok := cutPrefixFold(v, "IPV6:"); ok {
+		a, err := netip.ParseAddr(rest)
+		return a.String(), err == nil && a.Is6() && a.Zone() == ""
+	}
+	a, err := netip.ParseAddr(v)
+	return a.String(), err == nil && a.Is4()
+}
+
+// xclientPort parses PORT: 0..65535, or a special value (0).
+func xclientPort(v string) (int, bool) {
+	if isUnavailable(v) {
+		return 0, true
+	}
+	p, err := strconv.Atoi(v)
+	return p, err == nil && p >= 0 && p <= 65535 && v[0] != '+' && v[0] != '-'
+}
+
+func isUnavailable(v string) bool {
+	return strings.EqualFold(v, xclientUnavailable) || strings.EqualFold(v, xclientTempUnavail)
+}
+
+// decodeXtext decodes RFC 3461 xtext: "+" and two upper-case hex digits stand for
+// a byte; other bytes are printable ASCII except "+" and "=".
+func decodeXtext(s string) (string, error) {
+	if !strings.Contains(s, "+") {
+		for i := 0; i < len(s); i++ {
+			if s[i] < '!' || s[i] > '~' || s[i] == '=' {
+				return "", SMTPError501
+			}
+		}
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			if i+2 >= len(s) || !isUpperHex(s[i+1]) || !isUpperHex(s[i+2]) {
+				return "", SMTPError501
+			}
+			n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			b.WriteByte(byte(n))
+			i += 2
+		case c < '!' || c > '~' || c == '=':
+			return "", SMTPError501
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+func isUpperHex(c byte) bool { return '0' <= c && c <= '9' || 'A' <= c && c <= 'F' }
+
+// moveIP moves s's per-address count to its new RemoteIP; false when that address
+// has its maximum of connections already.
+func (srv *Server) moveIP(s *Session) bool {
+	if s.ipCounted == s.RemoteIP || s.ipCounted == "" && srv.cfg.maxPerIP <= 0 {
+		return true
+	}
+	srv.uncountIP(s)
+	return srv.countIP(s)
+}
