@@ -20,8 +20,10 @@ var commands map[string]*command
 
 func init() {
 	commands = map[string]*command{
-		"HELO":     {run: (*Session).cmdHelo, plainOK: true},
-		"EHLO":     {run: (*Session).cmdEhlo, plainOK: true},
+		"HELO":     {run: (*Session).cmdHelo, plainOK: true, on: smtpOnly},
+		"EHLO":     {run: (*Session).cmdEhlo, plainOK: true, on: smtpOnly},
+		"LHLO":     {run: (*Session).cmdEhlo, plainOK: true, on: lmtpOnly},
+		"BDAT":     {run: (*Session).cmdBdat, plainOK: true}, // checks TLS and CHUNKING itself: its octets must be read
 		"MAIL":     {run: (*Session).cmdMail},
 		"RCPT":     {run: (*Session).cmdRcpt},
 		"DATA":     {run: (*Session).cmdData},
@@ -36,6 +38,9 @@ func init() {
 		"HELP":     {junk: true},
 	}
 }
+
+func smtpOnly(c *config) bool { return !c.lmtp }
+func lmtpOnly(c *config) bool { return c.lmtp }
 
 // lookupCommand returns the table row of verb (any case), or nil.
 func lookupCommand(verb string) *command {
@@ -128,7 +133,7 @@ func (s *Session) cmdEhlo(domain string) error { return s.greet("EHLO", domain) 
 
 func (s *Session) cmdHelo(domain string) error { return s.greet("HELO", domain) }
 
-// greet runs HELO and EHLO: a repeated one is a junk command; the domain must be
+// greet runs HELO, EHLO and LMTP's LHLO: a repeated one is a junk command; the domain must be
 // at most 255 bytes without control characters.
 func (s *Session) greet(verb, domain string) error {
 	if !validHelo(domain) {
@@ -181,6 +186,16 @@ func (s *Session) ehloLines() []string {
 	}
 	if s.cfg.tlsMode != TLSForbidden && !s.IsEncrypted() {
 		lines = append(lines, "STARTTLS")
+	}
+	lines = append(lines, sizeKeyword(s.cfg.maxMessage))
+	if s.cfg.enhancedCodes {
+		lines = append(lines, "ENHANCEDSTATUSCODES")
+	}
+	if s.cfg.chunking {
+		lines = append(lines, "CHUNKING", "BINARYMIME")
+	}
+	if s.cfg.dsn {
+		lines = append(lines, "DSN")
 	}
 	if s.xclientOK {
 		lines = append(lines, "XCLIENT "+xclientAttrs)

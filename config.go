@@ -30,6 +30,9 @@ type config struct {
 	pipelining      bool
 	i18n            bool
 	enhancedCodes   bool
+	chunking        bool
+	dsn             bool
+	lmtp            bool
 	authMode        AuthMode
 	tlsMode         TLSMode
 	tlsConfig       *tls.Config
@@ -83,6 +86,9 @@ func (srv *Server) configure() error {
 		pipelining:       srv.Pipelining,
 		i18n:             srv.Internationalization,
 		enhancedCodes:    srv.EnhancedStatusCodes,
+		chunking:         srv.Chunking,
+		dsn:              srv.DSN,
+		lmtp:             srv.LMTP,
 		authMode:         srv.AuthMode,
 		tlsMode:          srv.TLSMode,
 		tlsConfig:        srv.TLSConfig,

@@ -215,10 +215,11 @@ func dotLine(line []byte, afterCRLF bool) bool {
 // dataLine is one line of message data, read, dot-unstuffed and with the line end
 // the CRLF mode stores.
 type dataLine struct {
-	text    []byte // without the leading stuffing dot
-	end     []byte // the line end to store
-	bare    bool   // the line had a bare CR or LF (not "\r\n"-ended, or a CR inside)
-	isEmpty bool   // the line had no text: the end of the header section
+	text     []byte // without the leading stuffing dot
+	end      []byte // the line end to store
+	bare     bool   // the line had a bare CR or LF (not "\r\n"-ended, or a CR inside)
+	isEmpty  bool   // the line had no text: the end of the header section
+	complete bool   // the piece ends a line (always for DATA; BDAT pieces may not)
 }
 
 var crlf = []byte("\r\n")
@@ -226,7 +227,7 @@ var crlf = []byte("\r\n")
 // parseDataLine prepares a line of message data (not the terminator) for storing.
 func parseDataLine(line []byte, mode CRLFMode) dataLine {
 	text, end := splitLineEnd(line)
-	d := dataLine{text: text, end: end}
+	d := dataLine{text: text, end: end, complete: true}
 	d.bare = len(end) != 2 || bytes.IndexByte(text, '\r') >= 0
 	d.isEmpty = len(text) == 0
 	// RFC 5321 4.5.2: a period first on a line with other characters is removed.

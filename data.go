@@ -4,22 +4,39 @@ import (
 	"time"
 )
 
+// This file receives message data: DATA's dot-terminated lines here, BDAT's
+// counted chunks in bdat.go, both through one transfer whose rules — the data hooks,
+// MaxMessageSize, MaxBufferedData, CRLFStrict, the reply at the end — are written
+// once, in feed, storeLine and finish.
+
+// transfer is one message being received.
+type transfer struct {
+	started bool  // OnDataStart ran
+	bare    bool  // a bare CR or LF was seen (refused at the end under CRLFStrict)
+	failed  error // the first rule broken or hook error: the rest is discarded, this answers the end
+	binary  bool  // BODY=BINARYMIME: stored as sent, no line-end rules
+	lineLen int   // BDAT: bytes of the current, unfinished line
+	lastCR  bool  // BDAT: the data so far ends with CR
+}
+
+// startTransfer begins a message: a fresh Message, the data-rate clock started.
+func (s *Session) startTransfer() *transfer {
+	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
+	s.dataStart, s.dataBytes = time.Now(), 0
+	return &transfer{binary: s.Envelope.EncodingBody == "binarymime"}
+}
+
 // receiveData reads the message after 354 up to <CRLF>.<CRLF>, runs the data hooks
 // and answers the final dot. The transaction is reset afterwards, whatever the outcome.
 //
-// A hook error, a message over MaxMessageSize or (CRLFStrict) a bare line end does
-// not stop the reading: the rest of the message is read and discarded, and the error
-// answers the final dot; OnMessage is not called. Only a 421 is sent at once.
+// A hook error, a message over MaxMessageSize or MaxBufferedData, or (CRLFStrict) a
+// bare line end does not stop the reading: the rest of the message is read and
+// discarded, and the error answers the final dot; OnMessage is not called. Only a
+// 421 is sent at once.
 func (s *Session) receiveData() error {
 	defer s.resetTransaction()
-	s.dataStart, s.dataBytes = time.Now(), 0
-	defer func() { s.dataStart = time.Time{} }()
-	var (
-		afterCRLF = true // the DATA command line counts as ended by CRLF
-		started   bool
-		bare      bool
-		failed    error
-	)
+	t := s.startTransfer()
+	afterCRLF := true // the DATA command line counts as ended by CRLF
 	for {
 		line, err := s.readLine(s.cfg.bufferMax, false)
 		if err != nil {
@@ -31,26 +48,42 @@ func (s *Session) receiveData() error {
 			break
 		}
 		s.dataBytes += len(line)
-		d := parseDataLine(line, s.cfg.crlfMode)
 		afterCRLF = lineEndsCRLF(line)
-		bare = bare || d.bare
-		if failed != nil {
-			continue
-		}
-		if !started {
-			started = true
-			failed = s.h.OnDataStart(s)
-		}
-		failed = s.storeLine(d, failed)
-		if failed != nil && s.fatal(failed) {
-			return failed
+		if err := s.feed(t, parseDataLine(line, s.cfg.crlfMode)); err != nil {
+			return err
 		}
 	}
-	if !started && failed == nil {
-		failed = s.h.OnDataStart(s) // an empty message: the "." is its first line
+	return s.finish(t)
+}
+
+// feed passes one piece of message data (a line, or for BDAT a part of one) through
+// the rules and stores it. It returns only an error that must be answered at once
+// (a 421); other errors are kept in t.failed for the end.
+func (s *Session) feed(t *transfer, d dataLine) error {
+	t.bare = t.bare || d.bare
+	if t.failed != nil {
+		return nil
 	}
+	if !t.started {
+		t.started = true
+		if t.failed = s.h.OnDataStart(s); t.failed != nil {
+			return s.fatal(t.failed)
+		}
+	}
+	t.failed = s.storeLine(d)
+	return s.fatal(t.failed)
+}
+
+// finish answers the end of the message: the error kept, the CRLFStrict refusal, or
+// the outcome of OnMessage.
+func (s *Session) finish(t *transfer) error {
+	s.dataStart = time.Time{}
+	if !t.started && t.failed == nil {
+		t.failed = s.h.OnDataStart(s) // an empty message: the end is its first line
+	}
+	failed := t.failed
 	switch {
-	case bare && s.cfg.crlfMode == CRLFStrict:
+	case t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary && failed == nil:
 		s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
 		failed = errCRLF
 	case failed == nil:
@@ -58,6 +91,10 @@ func (s *Session) receiveData() error {
 	}
 	if failed != nil {
 		s.srv.stats.MessagesRefused.Add(1)
+		if s.cfg.lmtp && !s.fatalErr(failed) {
+			s.replyEachRecipient(failed) // LMTP: one reply per recipient, the same for each
+			return nil
+		}
 	}
 	return failed
 }
@@ -68,11 +105,9 @@ func lineEndsCRLF(line []byte) bool {
 	return n >= 2 && line[n-2] == '\r' && line[n-1] == '\n'
 }
 
-// storeLine runs the header hook, appends the line and runs the receiving hook.
-func (s *Session) storeLine(d dataLine, failed error) error {
-	if failed != nil {
-		return failed
-	}
+// storeLine runs the header hook, appends the piece within MaxMessageSize and
+// MaxBufferedData, and runs the receiving hook after a complete line.
+func (s *Session) storeLine(d dataLine) error {
 	if d.isEmpty && !s.Message.Headers {
 		s.Message.Headers = true
 		if err := s.h.OnDataHeaders(s); err != nil {
@@ -93,8 +128,11 @@ func (s *Session) storeLine(d dataLine, failed error) error {
 		return errBufferedData
 	}
 	s.Message.Data = appendLine(s.Message.Data, d.text, d.end)
-	if s.cfg.crlfMode == CRLFLeave {
+	if s.cfg.crlfMode == CRLFLeave && len(d.end) > 0 {
 		s.Message.CRLF = lineEndString(d.end)
+	}
+	if !d.complete {
+		return nil
 	}
 	return s.h.OnDataReceiving(s)
 }
@@ -133,20 +171,37 @@ func lineEndString(end []byte) string {
 	return ""
 }
 
-// fatal reports whether err must be answered at once (a 421 closes the connection).
-func (s *Session) fatal(err error) bool {
+// fatal returns err when it must be answered at once (a 421 closes the
+// connection), else nil.
+func (s *Session) fatal(err error) error {
+	if s.fatalErr(err) {
+		return err
+	}
+	return nil
+}
+
+func (s *Session) fatalErr(err error) bool {
+	if err == nil {
+		return false
+	}
 	se, _ := asSMTPError(err)
 	return se.Code == 421
 }
 
-// deliver hands the complete message to OnMessage and answers it.
+// deliver hands the complete message to OnMessage and answers it (LMTP: one reply
+// per recipient).
 func (s *Session) deliver() error {
 	if s.aborted.Load() {
 		return SMTPError421 // Close has answered the client: no OnMessage now
 	}
 	s.Message.DeliveredAt = time.Now().UTC()
 	s.Message.Bytesize = len(s.Message.Data)
-	if err := s.succeed(s.h.OnMessage(s), replyDelivered); err != nil {
+	err := s.h.OnMessage(s)
+	if s.cfg.lmtp && (err == nil || successReply(err) != nil) {
+		s.replyPerRecipient()
+		return nil
+	}
+	if err := s.succeed(err, replyDelivered); err != nil {
 		return err
 	}
 	s.accepted(s.Message.Bytesize)

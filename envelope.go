@@ -15,6 +15,8 @@ import (
 // mailParams are the MAIL FROM parameters this server knows.
 type mailParams struct {
 	body, utf8 string
+	size       int
+	ret, envID string
 }
 
 func (s *Session) cmdMail(args string) error {
@@ -32,7 +34,11 @@ func (s *Session) cmdMail(args string) error {
 	if !path.IsASCII() && p.utf8 == "" {
 		return SMTPError553
 	}
-	s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8}
+	if max := s.cfg.maxMessage; max > 0 && p.size > max {
+		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
+		return SMTPError552
+	}
+	s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8, Size: p.size, DSNRet: p.ret, DSNEnvID: p.envID}
 	from, err := s.h.OnMailFrom(s, path.Mailbox)
 	if successReply(err) == nil && err != nil {
 		s.Envelope = Envelope{}
@@ -72,34 +78,86 @@ func parsePathArg(args, prefix string, nullOK bool) (address.Path, error) {
 	return path, nil
 }
 
-// parseMailParams reads BODY= and SMTPUTF8; they need Internationalization (501
-// otherwise, as MidiSmtpServer), other parameters are 555 (RFC 5321 4.1.1.11).
+// parseMailParams reads the MAIL FROM parameters: SIZE always; BODY= and SMTPUTF8
+// need Internationalization (501 otherwise, as MidiSmtpServer; BODY=BINARYMIME
+// needs Chunking); RET= and ENVID= need DSN; other parameters, and a repeated one,
+// are 555 (RFC 5321 4.1.1.11) or 501.
 func (s *Session) parseMailParams(params []address.Param) (mailParams, error) {
 	var p mailParams
+	seen := map[string]bool{}
 	for _, prm := range params {
-		switch strings.ToUpper(prm.Key) {
-		case "BODY":
-			if !s.cfg.i18n || p.body != "" {
-				return p, SMTPError501
-			}
-			switch strings.ToUpper(prm.Value) {
-			case "7BIT":
-				p.body = "7bit"
-			case "8BITMIME":
-				p.body = "8bitmime"
-			default:
-				return p, SMTPError501
-			}
-		case "SMTPUTF8":
-			if !s.cfg.i18n || p.utf8 != "" || prm.HasValue {
-				return p, SMTPError501
-			}
-			p.utf8 = "utf8"
-		default:
-			return p, SMTPError555
+		key := strings.ToUpper(prm.Key)
+		if seen[key] {
+			return p, SMTPError501
+		}
+		seen[key] = true
+		if err := s.mailParam(&p, key, prm); err != nil {
+			return p, err
 		}
 	}
 	return p, nil
+}
+
+// mailParam reads one MAIL FROM parameter into p.
+func (s *Session) mailParam(p *mailParams, key string, prm address.Param) error {
+	ok := true
+	switch {
+	case key == "SIZE":
+		var n int64
+		n, ok = parseDecimal(prm.Value)
+		p.size = int(min(n, int64(^uint32(0)>>1)))
+	case key == "BODY" && (s.cfg.i18n || s.cfg.chunking):
+		p.body, ok = s.bodyParam(prm.Value)
+	case key == "SMTPUTF8" && s.cfg.i18n:
+		p.utf8, ok = "utf8", !prm.HasValue
+	case key == "RET" && s.cfg.dsn:
+		p.ret, ok = parseRet(prm.Value)
+	case key == "ENVID" && s.cfg.dsn:
+		p.envID, ok = parseEnvID(prm.Value)
+	case key == "BODY" || key == "SMTPUTF8":
+		return SMTPError501 // MidiSmtpServer's reply when Internationalization is off
+	default:
+		return SMTPError555
+	}
+	if !ok {
+		return SMTPError501
+	}
+	return nil
+}
+
+// bodyParam reads BODY=: 7BIT, 8BITMIME (Internationalization) or BINARYMIME (Chunking).
+func (s *Session) bodyParam(v string) (string, bool) {
+	switch strings.ToUpper(v) {
+	case "7BIT":
+		return "7bit", true
+	case "8BITMIME":
+		return "8bitmime", s.cfg.i18n
+	case "BINARYMIME":
+		return "binarymime", s.cfg.chunking
+	}
+	return "", false
+}
+
+// rcptParams reads the RCPT TO parameters: NOTIFY= and ORCPT= with DSN, at most
+// once each; anything else is 555.
+func (s *Session) rcptParams(params []address.Param) (RecipientDSN, error) {
+	var d RecipientDSN
+	for _, prm := range params {
+		key := strings.ToUpper(prm.Key)
+		ok := false
+		switch {
+		case !s.cfg.dsn || key != "NOTIFY" && key != "ORCPT":
+			return d, SMTPError555
+		case key == "NOTIFY" && d.Notify == nil:
+			d.Notify, ok = parseNotify(prm.Value)
+		case key == "ORCPT" && d.ORcpt == "":
+			d.ORcpt, ok = parseORcpt(prm.Value)
+		}
+		if !ok {
+			return d, SMTPError501
+		}
+	}
+	return d, nil
 }
 
 func (s *Session) cmdRcpt(args string) error {
@@ -110,9 +168,10 @@ func (s *Session) cmdRcpt(args string) error {
 	if err != nil {
 		return err
 	}
+	dsn, err := s.rcptParams(path.Params)
 	switch {
-	case len(path.Params) > 0:
-		return SMTPError555
+	case err != nil:
+		return err
 	case !path.IsASCII() && s.Envelope.EncodingUTF8 == "":
 		return SMTPError553
 	case s.cfg.maxRecipients > 0 && len(s.Envelope.To) >= s.cfg.maxRecipients:
@@ -124,6 +183,9 @@ func (s *Session) cmdRcpt(args string) error {
 		return err
 	}
 	s.Envelope.To = append(s.Envelope.To, orString(to, path.Mailbox))
+	if s.cfg.dsn {
+		s.Envelope.DSNRecipients = append(s.Envelope.DSNRecipients, dsn)
+	}
 	s.state = stateRcpt
 	return s.succeed(err, replyRcptOK)
 }
@@ -143,6 +205,9 @@ func (s *Session) cmdData(args string) error {
 	}
 	if err := s.transactionAllowed(s.state == stateRcpt); err != nil {
 		return err
+	}
+	if s.Envelope.EncodingBody == "binarymime" {
+		return SMTPError503 // RFC 3030 3: BINARYMIME is sent with BDAT only
 	}
 	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
 	s.sendText(354, `Enter message, ending with "." on a line by itself`)

@@ -41,6 +41,12 @@ func (s *Session) commandLoop() {
 		s.commands++
 		text, err := commandText(line, s.cfg.crlfMode)
 		switch {
+		case isBdat(text):
+			s.lineRefused = nil
+			if err != nil {
+				s.lineRefused = errCRLF
+			}
+			s.dispatch(text)
 		case s.commands == 1 && isNonSMTP(text):
 			s.srv.stats.limit(&s.srv.stats.NonSMTP)
 			s.logger.Warn("non-SMTP client (HTTP?); closing", "line", excerpt(string(text)))

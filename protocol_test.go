@@ -31,6 +31,7 @@ const (
 	protoTextBanner    = "127.0.0.1 says welcome!"
 	protoTextHelo      = "OK 127.0.0.1 at your service!"
 	protoTextEhloFirst = "127.0.0.1 at your service!"
+	protoTextEhloSize  = "SIZE 33554432" // SIZE is always listed (RFC 1870), with the default MaxMessageSize
 )
 
 // hookHandler is a Handler whose hooks are set per test; an unset hook behaves as
@@ -148,7 +149,7 @@ func TestProtocolReplyTexts(t *testing.T) {
 	c := dial(t, addr)
 	c.protoExpect(220, protoTextBanner)
 	c.protoCmd("HELO client.example", 250, protoTextHelo)
-	c.protoCmd("EHLO client.example", 250, protoTextEhloFirst+"\nOK")
+	c.protoCmd("EHLO client.example", 250, protoTextEhloFirst+"\n"+protoTextEhloSize+"\nOK")
 	c.protoCmd("NOOP", 250, protoTextOK)
 	c.protoCmd("RSET", 250, protoTextOK)
 	c.protoCmd("DATA", 503, protoText503)
@@ -211,7 +212,7 @@ func TestProtocolEHLOKeywords(t *testing.T) {
 						want = append(want, "PIPELINING")
 					}
 					want = append(want, m.kw...)
-					want = append(want, "OK")
+					want = append(want, protoTextEhloSize, "OK")
 					c := dialGreeted(t, addr)
 					c.send("EHLO client.example\r\n")
 					c.protoExpect(250, strings.Join(want, "\n"))
@@ -227,7 +228,7 @@ func TestProtocolCaseInsensitiveVerbs(t *testing.T) {
 	h := newRecorder()
 	addr := serve(t, &Server{Handler: h})
 	c := dialGreeted(t, addr)
-	c.protoCmd("ehlo client.example", 250, protoTextEhloFirst+"\nOK")
+	c.protoCmd("ehlo client.example", 250, protoTextEhloFirst+"\n"+protoTextEhloSize+"\nOK")
 	c.protoCmd("mail from:<a@example.com>", 250, protoTextOK)
 	c.protoCmd("Rcpt To:<b@example.com>", 250, protoTextOK)
 	c.protoCmd("dAtA", 354, protoText354)

@@ -129,7 +129,7 @@ func TestScenarioHeloTexts(t *testing.T) {
 			c := dial(t, addr)
 			c.protoExpect(220, tc.banner)
 			c.protoCmd("HELO client.example", 250, tc.heloReply)
-			c.protoCmd("EHLO client.example", 250, tc.ehloFirst+"\nOK")
+			c.protoCmd("EHLO client.example", 250, tc.ehloFirst+"\n"+protoTextEhloSize+"\nOK")
 			c.protoCmd("NOOP", 250, protoTextOK)
 		})
 	}
@@ -140,7 +140,7 @@ func TestScenarioHeloTexts(t *testing.T) {
 		}}})
 		c := dialGreeted(t, addr)
 		c.protoCmd("HELO one.example", 250, "OK Hello one.example, I am glad to meet you")
-		c.protoCmd("EHLO two.example", 250, "Hello two.example, I am glad to meet you\nPIPELINING\nOK")
+		c.protoCmd("EHLO two.example", 250, "Hello two.example, I am glad to meet you\nPIPELINING\n"+protoTextEhloSize+"\nOK")
 	})
 }
 

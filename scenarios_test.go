@@ -94,7 +94,7 @@ func TestScenarioDefaults(t *testing.T) {
 	// pipelining refused, BODY refused, BaseHandler accepts mail, unknown is 500.
 	c := dial(t, addrs[0].String())
 	c.protoExpect(220, protoTextBanner)
-	c.protoCmd("EHLO client.example", 250, protoTextEhloFirst+"\nOK")
+	c.protoCmd("EHLO client.example", 250, protoTextEhloFirst+"\n"+protoTextEhloSize+"\nOK")
 	c.protoCmd("AUTH PLAIN", 500, protoText500)
 	c.protoCmd("STARTTLS", 500, protoText500)
 	c.send("NOOP\r\nNOOP\r\n")

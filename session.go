@@ -18,8 +18,20 @@ import (
 type Envelope struct {
 	From         string   // reverse-path without angle brackets; "" for <>
 	To           []string // forward-paths without angle brackets, in order
-	EncodingBody string   // "", "7bit" or "8bitmime" (MAIL FROM BODY=)
+	EncodingBody string   // "", "7bit", "8bitmime" or "binarymime" (MAIL FROM BODY=)
 	EncodingUTF8 string   // "" or "utf8" (MAIL FROM SMTPUTF8)
+	Size         int      // MAIL FROM SIZE= (RFC 1870), the size the client declared; 0 when not given
+
+	// With Server.DSN (RFC 3461):
+	DSNRet        string         // MAIL FROM RET=: "FULL", "HDRS" or ""
+	DSNEnvID      string         // MAIL FROM ENVID=, xtext-decoded; "" when not given
+	DSNRecipients []RecipientDSN // the RCPT TO parameters of To[i], same index
+}
+
+// RecipientDSN are the RFC 3461 parameters of one RCPT TO.
+type RecipientDSN struct {
+	Notify []string // NOTIFY=: ["NEVER"], or some of "SUCCESS", "FAILURE", "DELAY"; nil when not given
+	ORcpt  string   // ORCPT=, xtext-decoded: "rfc822;user@example.org"; "" when not given
 }
 
 // Message is the message of the current transaction while it is received.
@@ -76,7 +88,11 @@ type Session struct {
 	r        *lineReader
 	w        *bufio.Writer
 	tlsState *tls.ConnectionState
-	early    []byte // bytes of an implicit-TLS client read while it waited for a slot
+	early    []byte    // bytes of an implicit-TLS client read while it waited for a slot
+	bdat     *transfer // the message BDAT chunks are being received for
+	// lineRefused is set when a BDAT command line broke CRLFStrict: its octets are
+	// still read, then it is answered with this.
+	lineRefused error
 
 	implicitTLS   bool
 	overLimit     bool // accepted over MaxConnections: 421 after OnConnect
@@ -287,6 +303,7 @@ func (s *Session) interruptIdle() {
 // resetTransaction forgets the envelope and the message (RSET, end of DATA, HELO).
 func (s *Session) resetTransaction() {
 	s.releaseBuffered()
+	s.bdat = nil
 	s.Envelope = Envelope{}
 	s.Message = Message{CRLF: "\r\n"}
 	if s.state > stateReady {

@@ -169,6 +169,17 @@ type Server struct {
 	// the banner, the HELO/EHLO reply, 334 and 354 carries an RFC 3463 code. Off,
 	// replies are MidiSmtpServer's texts, with a hook's own EnhancedCode only.
 	EnhancedStatusCodes bool
+	// Chunking advertises CHUNKING and BINARYMIME (RFC 3030): BDAT <n> [LAST] sends
+	// the message in chunks of exactly n octets, never parsed as commands, without
+	// dot-stuffing. Off, BDAT is answered 502 (its octets read and discarded).
+	Chunking bool
+	// DSN advertises DSN (RFC 3461): RET= and ENVID= on MAIL, NOTIFY= and ORCPT= on
+	// RCPT are checked and kept in the Envelope. Off, they are unknown parameters (555).
+	DSN bool
+	// LMTP makes the server speak LMTP (RFC 2033) instead of SMTP: LHLO replaces
+	// HELO/EHLO, and after the message one reply per accepted recipient is sent, in
+	// RCPT order (see RecipientHandler for a reply of the handler's per recipient).
+	LMTP bool
 	// AuthMode enables AUTH PLAIN and LOGIN; default AuthForbidden.
 	AuthMode AuthMode
 	// MaxAuthFailures is how many failed AUTH attempts (answered 535) one session may
@@ -227,6 +238,7 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
+	warnOnce  sync.Once
 	tlsMu     sync.Mutex
 	activeTLS *tls.Config
 }

@@ -35,6 +35,11 @@ var (
 func (srv *Server) setupTLS(addrs []hostport.Addr, bound []boundListener) error {
 	c := &srv.cfg
 	if c.tlsMode == TLSForbidden {
+		if c.authMode != AuthForbidden {
+			srv.warnOnce.Do(func() {
+				c.logger.Warn("AUTH with TLS forbidden: passwords cross the network in plaintext")
+			})
+		}
 		return nil
 	}
 	srv.tlsMu.Lock()

@@ -1,0 +1,171 @@
+package smtpd
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// This file is CHUNKING (RFC 3030): BDAT <n> [LAST]. Exactly n octets follow the
+// command; they are message data and nothing else — never parsed as commands — in
+// every case: CHUNKING off, the BDAT refused, a failed transfer. Only a size that
+// does not parse cannot be resynchronised: that closes the connection.
+
+var (
+	errBdatSyntax = &SMTPError{Code: 501, Message: "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"}
+	errNoChunking = &SMTPError{Code: 502, Message: "Command not implemented"}
+)
+
+func init() {
+	enhancedCodes[errBdatSyntax] = "5.5.4"
+	enhancedCodes[errNoChunking] = "5.5.1"
+}
+
+// isBdat reports whether a command line is a BDAT command: its octets follow it at
+// once, so the pipelining and line-end checks of other commands do not apply
+// before them.
+func isBdat(line []byte) bool {
+	return len(line) >= 4 && equalFoldASCII(line[:4], "BDAT") && (len(line) == 4 || line[4] == ' ')
+}
+
+// cmdBdat receives one chunk. Its octets are read whatever the outcome. A refused
+// chunk, or one that breaks a rule (size, budget, a hook error, CRLFStrict), is
+// answered at once and ends the transaction; later chunks get 503.
+func (s *Session) cmdBdat(args string) error {
+	size, last, ok := parseBdat(args)
+	if !ok {
+		s.logger.Info("BDAT size does not parse; closing", "args", excerpt(args))
+		s.closeWith(errBdatSyntax)
+		return nil
+	}
+	refuse := func(err error) error {
+		if !s.readOctets(size, nil) {
+			return nil
+		}
+		return err
+	}
+	switch {
+	case s.lineRefused != nil:
+		return refuse(s.lineRefused) // the command line itself was refused (CRLFStrict)
+	case !s.cfg.chunking:
+		return refuse(errNoChunking)
+	case s.cfg.tlsMode == TLSRequired && !s.IsEncrypted():
+		return refuse(errTLSRequired)
+	case s.state != stateRcpt:
+		return refuse(SMTPError503)
+	case s.needsAuth():
+		return refuse(SMTPError530)
+	case s.cfg.maxMessage > 0 && int64(len(s.Message.Data))+size > int64(s.cfg.maxMessage):
+		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
+		s.srv.stats.MessagesRefused.Add(1)
+		s.bdat = nil
+		s.resetTransaction()
+		return refuse(SMTPError552)
+	}
+	if s.bdat == nil {
+		s.bdat = s.startTransfer()
+	}
+	t := s.bdat
+	if !s.readOctets(size, t) {
+		return nil
+	}
+	if t.failed != nil && s.fatalErr(t.failed) {
+		return t.failed
+	}
+	if !last && t.failed == nil {
+		s.writeReply(250, s.enhancedCode(replyOK), strconv.FormatInt(size, 10)+" octets received")
+		return nil
+	}
+	s.bdat = nil
+	t.bare = t.bare || t.lastCR // a CR at the very end ends no line
+	err := s.finish(t)
+	s.resetTransaction()
+	return err
+}
+
+// readOctets reads exactly n octets of BDAT data, in pieces split after each LF and
+// bounded by the read buffer, and feeds them to t (nil: discards them). False when
+// the connection failed (the session then ends).
+func (s *Session) readOctets(n int64, t *transfer) bool {
+	br := s.r.br
+	for n > 0 {
+		if br.Buffered() == 0 {
+			if s.flush() != nil {
+				s.quit = true
+				return false
+			}
+			s.setReadDeadline()
+			if _, err := br.Peek(1); err != nil {
+				s.readFailed(err)
+				s.quit = true
+				return false
+			}
+		}
+		buf, _ := br.Peek(int(min(n, int64(br.Buffered()))))
+		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+			buf = buf[:i+1]
+		}
+		if t != nil {
+			s.dataBytes += len(buf)
+			if err := s.feed(t, t.chunkPiece(buf, s.cfg.crlfMode)); err != nil {
+				t.failed = err
+				t = nil // a 421: the rest is still read, so that the reply is in sync
+			}
+		}
+		br.Discard(len(buf))
+		n -= int64(len(buf))
+	}
+	return true
+}
+
+// chunkPiece prepares a piece of BDAT data (a line, or a part of one cut by the
+// chunk or the buffer) for storing under mode, keeping what a line split across
+// pieces needs: its length so far and whether the data so far ends with CR.
+// BINARYMIME data is stored as sent.
+func (t *transfer) chunkPiece(p []byte, mode CRLFMode) dataLine {
+	d := dataLine{text: p}
+	if t.binary {
+		return d
+	}
+	prevCR := t.lastCR
+	complete := p[len(p)-1] == '\n'
+	body := p
+	if complete {
+		body = p[:len(p)-1]
+	}
+	// A CR before this piece not followed by LF was bare; so is any CR inside the
+	// body but one ending it right before the LF.
+	d.bare = prevCR && (len(p) == 0 || p[0] != '\n')
+	inner := body
+	if complete && len(body) > 0 && body[len(body)-1] == '\r' {
+		inner = body[:len(body)-1]
+	}
+	if !complete && len(body) > 0 && body[len(body)-1] == '\r' {
+		inner = body[:len(body)-1] // may be the CR of a CRLF split across pieces
+	}
+	d.bare = d.bare || bytes.IndexByte(inner, '\r') >= 0
+	t.lastCR = len(body) > 0 && body[len(body)-1] == '\r' && !complete
+	if !complete {
+		t.lineLen += len(p)
+		return d
+	}
+	crBefore := len(body) > 0 && body[len(body)-1] == '\r' || len(body) == 0 && prevCR
+	content := t.lineLen + len(body)
+	if crBefore {
+		content--
+	}
+	d.complete, d.isEmpty = true, content == 0
+	t.lineLen = 0
+	switch {
+	case crBefore && len(body) > 0:
+		d.text, d.end = body[:len(body)-1], crlf
+	case crBefore:
+		d.text, d.end = body, p[len(p)-1:] // the CR went with the previous piece
+	default:
+		d.bare = true
+		d.text, d.end = body, p[len(p)-1:]
+		if mode == CRLFEnsure {
+			d.end = crlf
+		}
+	}
+	return d
+}
