@@ -3,21 +3,21 @@
 #   make test    gofmt check, go vet, all tests with the race detector (what CI runs)
 #   make bench   all benchmarks, with allocations
 #   make fuzz    every fuzz target of every package, FUZZTIME each (default 20s), in turn
-#   make load    load test: Postfix's smtp-source against examples/sink (built into a temp
-#                dir, run as `sink -hosts LOAD_HOST -ports LOAD_PORT LOAD_FLAGS`), next to
-#                Postfix's smtp-sink and a go-smtp server, by ../shared/bench/compare.sh.
+#   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
+#                (-quiet SINK_FLAGS), Postfix's smtp-sink and a go-smtp sink (bench/peers/
+#                gosmtp) on 127.0.0.1:12541-12543 in ROUNDS (3) rounds of SHAPES ("a b c"),
+#                then memory per idle connection; prints msgs/s, ratio to smtp-sink, CPU
+#                per message and peak RSS. Knobs pass through the environment, e.g.
+#                make load ROUNDS=1 SHAPES=b SINK_FLAGS=-pipelining (bench/README.md).
 #                Needs Postfix's tools: apt-get install postfix ("No configuration"; the
-#                daemon is not used). compare.sh's knobs pass through: ROUNDS=1 SHAPES=b ...
+#                daemon is not used).
+#   make load-hostile  examples/sink's peak memory under hostile input (1 MiB command
+#                lines, a 1 MiB EHLO, six 30 MiB messages), by bench/hostile.sh
 
 GO       ?= go
 FUZZTIME ?= 20s
-# The load harness lives beside the repository.
-BENCH_DIR  ?= $(CURDIR)/../shared/bench
-LOAD_HOST  ?= 127.0.0.1
-LOAD_PORT  ?= 12540
-LOAD_FLAGS ?= -quiet
 
-.PHONY: test fmt-check vet bench fuzz load
+.PHONY: test fmt-check vet bench fuzz load load-hostile
 
 test: fmt-check vet
 	$(GO) test -race -count=1 ./...
@@ -47,12 +47,14 @@ fuzz:
 	done; \
 	echo "== $$n fuzz targets run for $(FUZZTIME) each"
 
+# ROUNDS, SHAPES, SINK_FLAGS (and the other knobs of bench/load.sh -h) reach the
+# script through the environment: make exports variables set on its command line.
 load:
-	@command -v smtp-source >/dev/null || { echo 'make load needs smtp-source: apt-get install postfix (choose "No configuration")'; exit 1; }
-	@test -x "$(BENCH_DIR)/compare.sh" || { echo 'make load needs $(BENCH_DIR)/compare.sh'; exit 1; }
-	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	$(GO) build -o "$$tmp/sink" ./examples/sink; \
-	export PROJECT_ADDR=$(LOAD_HOST):$(LOAD_PORT); \
-	export PROJECT_CMD="$$tmp/sink -hosts $(LOAD_HOST) -ports $(LOAD_PORT) $(LOAD_FLAGS)"; \
-	echo "PROJECT_CMD=$$PROJECT_CMD $(BENCH_DIR)/compare.sh"; \
-	"$(BENCH_DIR)/compare.sh"
+	@PATH="$$PATH:/usr/sbin:/sbin"; \
+	for t in smtp-source smtp-sink; do \
+		command -v $$t >/dev/null || { echo "make load needs Postfix's $$t: apt-get install postfix (choose \"No configuration\"; the daemon is not used)"; exit 1; }; \
+	done
+	GO="$(GO)" bash bench/load.sh
+
+load-hostile:
+	GO="$(GO)" bash bench/hostile.sh

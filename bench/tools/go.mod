@@ -1,0 +1,3 @@
+module smtpd-bench/tools
+
+go 1.26
