@@ -1,6 +1,8 @@
 # smtpd - make targets
 #
-#   make test    gofmt check, go vet, all tests with the race detector (what CI runs)
+#   make test    gofmt check, go vet, all tests with the race detector (what CI runs),
+#                the library's module and the nested modules of NESTED (examples and
+#                bench tools with their own go.mod, so the library's stays small)
 #   make bench   all benchmarks, with allocations
 #   make fuzz    every fuzz target of every package, FUZZTIME each (default 20s), in turn
 #   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
@@ -16,11 +18,16 @@
 
 GO       ?= go
 FUZZTIME ?= 20s
+NESTED   ?= examples/metrics bench/tools bench/peers/gosmtp
 
 .PHONY: test fmt-check vet bench fuzz load load-hostile
 
 test: fmt-check vet
 	$(GO) test -race -count=1 ./...
+	@set -e; for m in $(NESTED); do \
+		echo "== $$m (own module)"; \
+		(cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 ./...); \
+	done
 
 fmt-check:
 	@echo 'gofmt -l .'; \

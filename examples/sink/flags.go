@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -65,15 +66,22 @@ var (
 )
 
 const usageHead = `sink is an SMTP server that accepts every message and discards it, or saves it
-to -out DIR as <id>.eml (the exact message) and then <id>.json (its envelope and
-session facts; written last, so a .json file means the message is complete).
-It is the server the interop, acceptance and load-test suites drive, so
--max-processings defaults to 64 here (the library's default is 4); give
--max-processings 1100 to hold 1000 idle connections with a banner each.
+to -out DIR as <id>.eml (the exact message) and then <id>.json (its envelope,
+session facts and a few header fields; written last, so a .json file means the
+message is complete). An id is <session id>-<n>: the smtpd Session.ID (a random
+per-run prefix and a connection counter) and the message's number in that
+session, 4 digits or more (q7k2m9-1f-0001); the .json's received_at gives the
+arrival order across sessions.
+It is the server the interop, acceptance and load-test suites drive. Every
+option has the library's default; -max-processings 0 means 100 sessions at
+once: give -max-processings 1100 to hold 1000 idle connections with a banner each.
 
 It prints "listening on HOST:PORT" on stdout for every bound address once ready,
 then one line per accepted message unless -quiet. Logs go to stderr.
 SIGINT or SIGTERM stops it gracefully.
+
+Environment: SINK_PASS is the AUTH password when -pass is empty (a password on
+the command line is visible to every user through ps).
 
 Usage: sink [flags]
 `
@@ -96,19 +104,30 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 
 	fs.StringVar(&s.Hosts, "hosts", "127.0.0.1", "`addresses` to listen on, comma separated; * is every local address")
 	fs.StringVar(&s.Ports, "ports", "2525", "`ports`, comma separated, item i for host i; a:b gives a host several ports; 0 picks a free one")
-	fs.IntVar(&s.MaxProcessings, "max-processings", 64, "sessions served at once; further connections wait without a banner (load-test default)")
+	fs.IntVar(&s.MaxProcessings, "max-processings", 0, "sessions served at once (0: 100); further connections wait without a banner, and while any waits the server is in stress mode")
+	fs.DurationVar(&s.WaitTimeout, "wait-timeout", 0, "how long a connection may wait for a processing slot before 421 (0: 30s, negative: for ever)")
 	fs.IntVar(&s.MaxConnections, "max-connections", 0, "open connections allowed, waiting ones included (0: unlimited); one more gets 421")
+	fs.IntVar(&s.MaxConnectionsPerIP, "max-per-ip", 0, "at most `N` open connections from one remote address, after PROXY/XCLIENT; one more gets 421 (0: unlimited; negative is refused)")
 	fs.Var(crlf, "crlf", "line-end `mode`: ensure, leave or strict")
 	fs.DurationVar(&s.IOCmdTimeout, "timeout", 0, "time a client has to send a whole line (0: 30s, negative: none)")
 	fs.IntVar(&s.IOBufferMaxSize, "buffer-max", 0, "longest line in `bytes` (0: 1 MiB)")
 	fs.IntVar(&s.MaxMessageSize, "max-message", 0, "largest message in `bytes`, larger ones get 552 (0: 32 MiB, negative: none)")
 	fs.IntVar(&s.MaxRecipients, "max-recipients", 0, "recipients per message (0: 1000, negative: none)")
+	fs.IntVar(&s.MaxBufferedData, "max-buffered", 0, "message `bytes` all sessions together may hold in memory; a message past it gets 452 (0: 512 MiB, negative: none)")
+	fs.IntVar(&s.MaxErrors, "max-errors", 0, "at most `N` error replies a session may get without delivering a message; one more: 421 and close (0: 20, negative: none)")
+	fs.IntVar(&s.MaxJunkCommands, "max-junk", 0, "at most `N` NOOP, RSET, VRFY, EXPN, HELP and repeated HELO/EHLO a session may send without delivering a message; one more: 421 and close (0: 100, negative: none)")
+	fs.DurationVar(&s.GreetDelay, "greet-delay", 0, "hold the banner back this long; a client that talks first gets 554 and is closed (0: off; negative is refused)")
+	fs.IntVar(&s.MinDataRate, "min-data-rate", 0, "least average rate, `N` bytes/s, of a message transfer, else 421 (0: off, 500 in stress mode; negative is refused)")
+	fs.StringVar(&s.ProxyTrustedNetworks, "proxy-trusted", "", "`CIDRs` or IPs, comma separated, of load balancers that must send a PROXY v1/v2 header (empty: off)")
+	fs.StringVar(&s.XClientTrustedNetworks, "xclient-trusted", "", "`CIDRs` or IPs, comma separated, of clients allowed to use XCLIENT (empty: off)")
+	fs.BoolVar(&s.EnhancedStatusCodes, "enhanced-status-codes", false, "enable ENHANCEDSTATUSCODES (RFC 2034): RFC 3463 codes in the replies")
 	fs.BoolVar(&s.Pipelining, "pipelining", false, "enable PIPELINING (RFC 2920)")
 	fs.BoolVar(&s.Internationalization, "i18n", false, "enable 8BITMIME and SMTPUTF8")
-	fs.Var(auth, "auth", "AUTH PLAIN/LOGIN `mode`: forbidden, optional or required (needs -user and -pass)")
+	fs.Var(auth, "auth", "AUTH PLAIN/LOGIN `mode`: forbidden, optional or required (needs -user and -pass or SINK_PASS)")
 	fs.StringVar(&cfg.user, "user", "", "the one user `name` AUTH accepts")
-	fs.StringVar(&cfg.pass, "pass", "", "the `password` of -user")
+	fs.StringVar(&cfg.pass, "pass", "", "the `password` of -user; empty: the SINK_PASS environment variable (better: a command line is visible in ps)")
 	fs.IntVar(&s.MaxAuthFailures, "max-auth-failures", 0, "failed AUTH attempts per session before 421 (0: 3, negative: no limit)")
+	fs.DurationVar(&s.AuthFailureDelay, "auth-failure-delay", 0, "hold every 535 (failed AUTH) back this long (0: off; negative is refused)")
 	fs.Var(tlsMode, "tls", "STARTTLS `mode`: forbidden, optional or required")
 	fs.StringVar(&s.TLSCertPath, "cert", "", "PEM certificate `file` (chain allowed); default: a self-signed certificate")
 	fs.StringVar(&s.TLSKeyPath, "key", "", "PEM key `file` of -cert; default: the key inside the -cert file")
@@ -140,13 +159,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	s.CRLFMode = crlfModes[crlf.val]
 	s.AuthMode = authModes[auth.val]
 	s.TLSMode = tlsModes[tlsMode.val]
+	if cfg.pass == "" && s.AuthMode != smtpd.AuthForbidden {
+		cfg.pass = os.Getenv("SINK_PASS") // with -auth forbidden a stray SINK_PASS is ignored
+	}
 	if set["ciphers"] {
 		s.TLSCipherSuites = ciphers[suites.val]
 	}
 
 	switch {
 	case s.AuthMode != smtpd.AuthForbidden && (cfg.user == "" || cfg.pass == ""):
-		return nil, usageFail(fs, "-auth %s needs -user and -pass", auth.val)
+		return nil, usageFail(fs, "-auth %s needs -user and -pass (or SINK_PASS)", auth.val)
 	case s.AuthMode == smtpd.AuthForbidden && (cfg.user != "" || cfg.pass != ""):
 		return nil, usageFail(fs, "-user and -pass need -auth optional or required")
 	case s.TLSMode == smtpd.TLSForbidden && (s.TLSCertPath != "" || s.TLSKeyPath != "" || s.TLSCertCN != "" || s.TLSCertSAN != "" || set["ciphers"]):

@@ -5,11 +5,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/midismtp/smtpd"
 )
@@ -22,7 +19,9 @@ type sink struct {
 	passSum [32]byte
 	store   *store    // nil: discard messages
 	out     io.Writer // per-message lines; nil with -quiet
-	seq     atomic.Uint64
+
+	mu       sync.Mutex
+	messages map[*smtpd.Session]uint64 // messages numbered so far, per open session
 }
 
 // OnAuth accepts exactly -user/-pass, compared in constant time, for the user
@@ -44,7 +43,7 @@ func (h *sink) OnMessage(s *smtpd.Session) error {
 	if h.store == nil && h.out == nil {
 		return nil
 	}
-	id := h.newID()
+	id := h.newID(s)
 	if h.store != nil {
 		if err := h.store.save(id, s); err != nil {
 			return err
@@ -57,18 +56,30 @@ func (h *sink) OnMessage(s *smtpd.Session) error {
 	return nil
 }
 
-// newID returns a unique id that sorts in arrival order: the UTC time to the
-// nanosecond, then a per-process counter.
-func (h *sink) newID() string {
-	n := h.seq.Add(1)
-	b := make([]byte, 0, 40)
-	b = time.Now().UTC().AppendFormat(b, "20060102T150405.000000000")
-	b = append(b, '-')
-	digits := strconv.AppendUint(make([]byte, 0, 20), n, 10)
-	for i := len(digits); i < 8; i++ {
-		b = append(b, '0')
+// OnDisconnect forgets the session's message count.
+func (h *sink) OnDisconnect(s *smtpd.Session) {
+	if h.store == nil && h.out == nil {
+		return // the load-test path never numbers messages
 	}
-	return string(append(b, digits...))
+	h.mu.Lock()
+	delete(h.messages, s)
+	h.mu.Unlock()
+}
+
+// newID returns the id of the session's next message: "<Session.ID>-<n>", n its
+// number in the session from 1, zero-padded to 4 digits (more past 9999), so that
+// a session's messages sort in order and next to each other. Session.ID is unique
+// per connection and starts with a random prefix per run, so ids do not repeat
+// across restarts either (store.save refuses one that is taken, with 451).
+func (h *sink) newID(s *smtpd.Session) string {
+	h.mu.Lock()
+	if h.messages == nil {
+		h.messages = map[*smtpd.Session]uint64{}
+	}
+	h.messages[s]++
+	n := h.messages[s]
+	h.mu.Unlock()
+	return fmt.Sprintf("%s-%04d", s.ID, n)
 }
 
 // lockedWriter serializes the writes of concurrent sessions.

@@ -3,6 +3,7 @@
 // <id>.json. The interop, acceptance and load-test suites drive it.
 //
 //	go run ./examples/sink -ports 2525 -out /tmp/mail
+//	SINK_PASS=secret go run ./examples/sink -auth optional -user alice
 //	go run ./examples/sink -h
 package main
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -21,8 +22,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd"
 	"github.com/stretchr/testify/require"
 )
+
+// TestMain keeps the tests independent of the caller's environment: a SINK_PASS
+// set there would satisfy -auth without -pass.
+func TestMain(m *testing.M) {
+	os.Unsetenv("SINK_PASS")
+	os.Exit(m.Run())
+}
+
+// sinkIDRe is a message id: the Session.ID ("<random prefix>-<counter>", base 36)
+// and the message's number in the session.
+var sinkIDRe = regexp.MustCompile(`^([0-9a-z]+-[0-9a-z]+)-(\d{4,})$`)
 
 // sinkBuffer is an io.Writer that run may write to while the test reads it.
 type sinkBuffer struct {
@@ -170,57 +183,188 @@ func sinkCode(err error) int {
 func TestSinkStoresMessage(t *testing.T) {
 	msg := "From: Alice <alice@example.com>\r\nSubject: stored\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n \r\nlast line\r\n"
 	tests := []struct {
-		name     string
-		args     []string
-		from     string
-		to       []string
-		msg      string
-		wantBody string
-		wantUTF8 string
+		name          string
+		args          []string
+		from          string
+		to            []string
+		msg           string
+		wantBody      string
+		wantUTF8      string
+		wantSubject   string
+		wantDate      string
+		wantMessageID string
 	}{
-		{name: "plain", from: "alice@example.com", to: []string{"bob@example.net", "carol@example.org"}, msg: msg},
-		{name: "null sender", from: "", to: []string{"bob@example.net"}, msg: msg},
+		{name: "plain", from: "alice@example.com", to: []string{"bob@example.net", "carol@example.org"}, msg: msg, wantSubject: "stored"},
+		{name: "null sender", from: "", to: []string{"bob@example.net"}, msg: msg, wantSubject: "stored"},
 		{name: "i18n", args: []string{"-i18n"}, from: "jörg@example.com", to: []string{"zoë@example.net"},
-			msg: "Subject: Grüße\r\n\r\nÄÖÜ 8bit body\r\n", wantBody: "8bitmime", wantUTF8: "utf8"},
-		{name: "crlf leave, pipelining", args: []string{"-crlf", "leave", "-pipelining"}, from: "a@example.com", to: []string{"b@example.com"}, msg: msg},
-		{name: "crlf strict", args: []string{"-crlf", "strict"}, from: "a@example.com", to: []string{"b@example.com"}, msg: msg},
+			msg: "Subject: Grüße\r\n\r\nÄÖÜ 8bit body\r\n", wantBody: "8bitmime", wantUTF8: "utf8", wantSubject: "Grüße"},
+		{name: "crlf leave, pipelining", args: []string{"-crlf", "leave", "-pipelining"}, from: "a@example.com", to: []string{"b@example.com"}, msg: msg, wantSubject: "stored"},
+		{name: "crlf strict", args: []string{"-crlf", "strict"}, from: "a@example.com", to: []string{"b@example.com"}, msg: msg, wantSubject: "stored"},
+		{name: "header fields", from: "a@example.com", to: []string{"b@example.com"},
+			msg: "Date: Mon, 2 Jan 2006 15:04:05 -0700\r\nMessage-ID: <1234.5678@client.example>\r\n" +
+				"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and\r\n =?ISO-8859-1?B?5g==?= folded\r\nFrom: a@example.com\r\n\r\nbody\r\n",
+			wantSubject: "Grüße and æ folded", wantDate: "Mon, 2 Jan 2006 15:04:05 -0700", wantMessageID: "<1234.5678@client.example>"},
+		{name: "unknown charset left as sent", from: "a@example.com", to: []string{"b@example.com"},
+			msg: "Subject: =?x-unknown?Q?abc?=\r\n\r\nbody\r\n", wantSubject: "=?x-unknown?Q?abc?="},
+		{name: "no header section", from: "a@example.com", to: []string{"b@example.com"},
+			msg: "just a body line\r\nSubject: not a header\r\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "new-dir") // -out creates it
 			r := startSink(t, 1, append([]string{"-ports", "0", "-out", dir}, tc.args...)...)
-			require.NoError(t, smtp.SendMail(r.addrs[0], nil, tc.from, tc.to, []byte(tc.msg)))
+			conn, err := net.DialTimeout("tcp", r.addrs[0], 5*time.Second)
+			require.NoError(t, err)
+			localPort := conn.LocalAddr().(*net.TCPAddr).Port
+			c, err := smtp.NewClient(conn, "127.0.0.1")
+			require.NoError(t, err)
+			defer c.Close()
+			require.NoError(t, c.Mail(tc.from)) // says EHLO localhost first, as smtp.SendMail
+			for _, a := range tc.to {
+				require.NoError(t, c.Rcpt(a))
+			}
+			w, err := c.Data()
+			require.NoError(t, err)
+			_, err = w.Write([]byte(tc.msg))
+			require.NoError(t, err)
+			require.NoError(t, w.Close())
+			require.NoError(t, c.Quit())
 
 			id := sinkOnlyMessage(t, dir)
-			require.Regexp(t, `^\d{8}T\d{6}\.\d{9}-\d{8}$`, id)
+			m := sinkIDRe.FindStringSubmatch(id)
+			require.NotNil(t, m, "id %q is not <Session.ID>-<n>", id)
+			require.Equal(t, "0001", m[2], "the first message of its session")
 			eml, err := os.ReadFile(filepath.Join(dir, id+".eml"))
 			require.NoError(t, err)
 			require.Equal(t, tc.msg, string(eml), "the .eml file is the exact message")
 
+			if tc.wantMessageID != "" {
+				raw, err := os.ReadFile(filepath.Join(dir, id+".json"))
+				require.NoError(t, err)
+				require.Contains(t, string(raw), `"message_id":"`+tc.wantMessageID+`"`, "no \\u003c escapes")
+			}
 			rec := sinkRecord(t, dir, id)
+			receivedAt, ok := rec["received_at"].(string)
+			require.True(t, ok, "received_at: %v", rec["received_at"])
+			require.Regexp(t, `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$`, receivedAt)
+			at, err := time.Parse(time.RFC3339Nano, receivedAt)
+			require.NoError(t, err)
+			require.WithinDuration(t, time.Now(), at, time.Minute)
+			delete(rec, "received_at")
 			var to []any
 			for _, a := range tc.to {
 				to = append(to, a)
 			}
 			require.Equal(t, map[string]any{
 				"id":                id,
+				"session_id":        m[1],
 				"from":              tc.from,
 				"to":                to,
 				"helo":              "localhost", // net/smtp's default
 				"remote_ip":         "127.0.0.1",
+				"remote_port":       float64(localPort),
+				"proxy_ip":          "",
 				"encoding_body":     tc.wantBody,
 				"encoding_utf8":     tc.wantUTF8,
 				"authorization_id":  "",
 				"authentication_id": "",
 				"encrypted":         false,
 				"bytesize":          float64(len(tc.msg)),
+				"subject":           tc.wantSubject,
+				"date":              tc.wantDate,
+				"message_id":        tc.wantMessageID,
 			}, rec)
 
 			line := fmt.Sprintf("message %s from=<%s> to=<%s> bytes=%d\n", id, tc.from, strings.Join(tc.to, ">,<"), len(tc.msg))
 			require.Contains(t, r.stdout.String(), line)
+			require.Contains(t, r.stderr.String(), "session="+m[1], "session_id is the session attribute of the log")
 		})
 	}
+}
+
+func TestSinkMessagesOfOneSessionAreNumbered(t *testing.T) {
+	dir := t.TempDir()
+	r := startSink(t, 1, "-ports", "0", "-out", dir, "-quiet")
+	c, err := smtp.Dial(r.addrs[0])
+	require.NoError(t, err)
+	defer c.Close()
+	for i := range 3 {
+		require.NoError(t, c.Mail("a@example.com"))
+		require.NoError(t, c.Rcpt("b@example.com"))
+		w, err := c.Data()
+		require.NoError(t, err)
+		_, err = fmt.Fprintf(w, "Subject: number %d\r\n\r\nbody\r\n", i+1)
+		require.NoError(t, err)
+		require.NoError(t, w.Close())
+	}
+	require.NoError(t, c.Quit())
+	// A second connection is a new session.
+	require.NoError(t, smtp.SendMail(r.addrs[0], nil, "a@example.com", []string{"b@example.com"}, []byte("Subject: other\r\n\r\nbody\r\n")))
+
+	names := sinkFiles(t, dir)
+	require.Len(t, names, 8, "files: %q", names)
+	var ids []string
+	for _, name := range names {
+		if id, ok := strings.CutSuffix(name, ".json"); ok {
+			ids = append(ids, id)
+		}
+	}
+	bySubject := map[string]map[string]any{}
+	for _, id := range ids {
+		rec := sinkRecord(t, dir, id)
+		bySubject[rec["subject"].(string)] = rec
+	}
+	first := bySubject["number 1"]["session_id"].(string)
+	for i := 1; i <= 3; i++ {
+		rec := bySubject[fmt.Sprintf("number %d", i)]
+		require.NotNil(t, rec, "message %d: %q", i, ids)
+		require.Equal(t, first, rec["session_id"])
+		require.Equal(t, fmt.Sprintf("%s-%04d", first, i), rec["id"])
+	}
+	other := bySubject["other"]
+	require.NotNil(t, other)
+	require.NotEqual(t, first, other["session_id"])
+	require.Equal(t, other["session_id"].(string)+"-0001", other["id"])
+	require.Less(t, bySubject["number 3"]["received_at"].(string), other["received_at"].(string),
+		"received_at sorts in arrival order")
+}
+
+func TestSinkNeverOverwritesAStoredMessage(t *testing.T) {
+	dir := t.TempDir()
+	st, err := newStore(dir)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "abc-1-0001.eml"), []byte("earlier run\r\n"), 0o644))
+	s := &smtpd.Session{ID: "abc-1"}
+	s.Message.Data = []byte("Subject: x\r\n\r\nbody\r\n")
+	require.ErrorContains(t, st.save("abc-1-0001", s), "exists already")
+	eml, err := os.ReadFile(filepath.Join(dir, "abc-1-0001.eml"))
+	require.NoError(t, err)
+	require.Equal(t, "earlier run\r\n", string(eml))
+	require.Equal(t, []string{"abc-1-0001.eml"}, sinkFiles(t, dir))
+
+	require.NoError(t, st.save("abc-1-0002", s))
+	require.Equal(t, []string{"abc-1-0001.eml", "abc-1-0002.eml", "abc-1-0002.json"}, sinkFiles(t, dir))
+}
+
+func TestSinkProxiedMessage(t *testing.T) {
+	dir := t.TempDir()
+	r := startSink(t, 1, "-ports", "0", "-out", dir, "-proxy-trusted", "127.0.0.0/8")
+	conn, err := net.DialTimeout("tcp", r.addrs[0], 5*time.Second)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(20*time.Second)))
+	_, err = conn.Write([]byte("PROXY TCP4 192.0.2.7 127.0.0.1 40123 25\r\n"))
+	require.NoError(t, err)
+	c, err := smtp.NewClient(conn, "127.0.0.1")
+	require.NoError(t, err)
+	sinkTransaction(t, c, "a@example.com", "b@example.com", "Subject: via proxy\r\n\r\nbody\r\n")
+
+	rec := sinkRecord(t, dir, sinkOnlyMessage(t, dir))
+	require.Equal(t, "192.0.2.7", rec["remote_ip"])
+	require.Equal(t, float64(40123), rec["remote_port"])
+	require.Equal(t, "127.0.0.1", rec["proxy_ip"])
+	require.Equal(t, "via proxy", rec["subject"])
 }
 
 func TestSinkConcurrentMessagesGetUniqueIDs(t *testing.T) {
@@ -269,7 +413,7 @@ func TestSinkWithoutOutAcceptsAndPrints(t *testing.T) {
 	r := startSink(t, 1, "-ports", "0")
 	msg := "Subject: discarded\r\n\r\nbody\r\n"
 	require.NoError(t, smtp.SendMail(r.addrs[0], nil, "a@example.com", []string{"b@example.com"}, []byte(msg)))
-	require.Regexp(t, `(?m)^message \d{8}T\d{6}\.\d{9}-00000001 from=<a@example.com> to=<b@example.com> bytes=`+strconv.Itoa(len(msg))+`$`,
+	require.Regexp(t, `(?m)^message [0-9a-z]+-[0-9a-z]+-0001 from=<a@example.com> to=<b@example.com> bytes=`+strconv.Itoa(len(msg))+`$`,
 		r.stdout.String())
 	require.Contains(t, r.stderr.String(), "level=INFO", "the default log level is info")
 }
@@ -441,6 +585,12 @@ func TestSinkFlagErrors(t *testing.T) {
 		{name: "unreadable certificate", args: []string{"-tls", "optional", "-cert", "/nonexistent/cert.pem"}, want: "/nonexistent/cert.pem"},
 		{name: "bad host", args: []string{"-hosts", "127.0.0.1,,::1"}, want: "smtpd"},
 		{name: "out is a file", args: []string{"-out", "/dev/null"}, want: "-out"},
+		{name: "bad -wait-timeout", args: []string{"-wait-timeout", "5"}, usage: true, want: "-wait-timeout"},
+		{name: "bad -max-errors", args: []string{"-max-errors", "many"}, usage: true, want: "-max-errors"},
+		{name: "negative -max-per-ip", args: []string{"-max-per-ip", "-1"}, want: "MaxConnectionsPerIP"},
+		{name: "negative -greet-delay", args: []string{"-greet-delay", "-1s"}, want: "GreetDelay"},
+		{name: "bad -proxy-trusted", args: []string{"-proxy-trusted", "10.0.0.0/33"}, want: "ProxyTrustedNetworks"},
+		{name: "bad -xclient-trusted", args: []string{"-xclient-trusted", "example.com"}, want: "XClientTrustedNetworks"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -461,12 +611,110 @@ func TestSinkHelp(t *testing.T) {
 	stderr, err := runSinkError(t, "-h")
 	require.ErrorIs(t, err, flag.ErrHelp)
 	require.Contains(t, stderr, "load-test")
-	require.Regexp(t, `-max-processings int\n\s+.*\(default 64\)`, stderr)
+	require.Contains(t, stderr, "SINK_PASS")
+	require.Regexp(t, `-max-processings int\n\s+.*\(0: 100\)`, stderr)
+	require.NotContains(t, stderr, "(default 64)")
 	for _, name := range []string{"hosts", "ports", "max-processings", "max-connections", "crlf", "timeout",
 		"buffer-max", "max-message", "pipelining", "i18n", "auth", "user", "pass", "tls", "cert", "key", "cn",
-		"san", "implicit-tls", "out", "quiet", "log-level"} {
+		"san", "implicit-tls", "out", "quiet", "log-level",
+		"max-errors", "max-junk", "max-per-ip", "wait-timeout", "greet-delay", "min-data-rate",
+		"auth-failure-delay", "max-buffered", "proxy-trusted", "xclient-trusted", "enhanced-status-codes"} {
 		require.Regexp(t, `(?m)^  -`+name+`\b`, stderr)
 	}
+}
+
+func TestSinkFlagsReachServer(t *testing.T) {
+	cfg, err := parseFlags(nil, io.Discard)
+	require.NoError(t, err)
+	s := &cfg.srv
+	require.Zero(t, s.MaxProcessings, "the library's default (100)")
+	require.Zero(t, s.MaxErrors)
+	require.Zero(t, s.MaxJunkCommands)
+	require.Zero(t, s.MaxConnectionsPerIP)
+	require.Zero(t, s.WaitTimeout)
+	require.Zero(t, s.GreetDelay)
+	require.Zero(t, s.MinDataRate)
+	require.Zero(t, s.AuthFailureDelay)
+	require.Zero(t, s.MaxBufferedData)
+	require.Empty(t, s.ProxyTrustedNetworks)
+	require.Empty(t, s.XClientTrustedNetworks)
+	require.False(t, s.EnhancedStatusCodes)
+
+	cfg, err = parseFlags([]string{
+		"-max-processings", "7", "-max-errors", "3", "-max-junk", "-1", "-max-per-ip", "5",
+		"-wait-timeout", "1m30s", "-greet-delay", "2s", "-min-data-rate", "800",
+		"-auth", "optional", "-user", "u", "-pass", "p", "-auth-failure-delay", "1500ms",
+		"-max-buffered", "1048576", "-proxy-trusted", "10.0.0.0/8, 192.0.2.1",
+		"-xclient-trusted", "127.0.0.1", "-enhanced-status-codes",
+	}, io.Discard)
+	require.NoError(t, err)
+	s = &cfg.srv
+	require.Equal(t, 7, s.MaxProcessings)
+	require.Equal(t, 3, s.MaxErrors)
+	require.Equal(t, -1, s.MaxJunkCommands)
+	require.Equal(t, 5, s.MaxConnectionsPerIP)
+	require.Equal(t, 90*time.Second, s.WaitTimeout)
+	require.Equal(t, 2*time.Second, s.GreetDelay)
+	require.Equal(t, 800, s.MinDataRate)
+	require.Equal(t, 1500*time.Millisecond, s.AuthFailureDelay)
+	require.Equal(t, 1<<20, s.MaxBufferedData)
+	require.Equal(t, "10.0.0.0/8, 192.0.2.1", s.ProxyTrustedNetworks)
+	require.Equal(t, "127.0.0.1", s.XClientTrustedNetworks)
+	require.True(t, s.EnhancedStatusCodes)
+	require.Equal(t, smtpd.AuthOptional, s.AuthMode)
+	require.Equal(t, "p", cfg.pass)
+}
+
+func TestSinkEnhancedStatusCodesLive(t *testing.T) {
+	r := startSink(t, 1, "-ports", "0", "-enhanced-status-codes", "-quiet")
+	c, err := smtp.Dial(r.addrs[0])
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.Hello("client.example"))
+	ok, _ := c.Extension("ENHANCEDSTATUSCODES")
+	require.True(t, ok, "EHLO lists ENHANCEDSTATUSCODES")
+	id, err := c.Text.Cmd("NOOP")
+	require.NoError(t, err)
+	c.Text.StartResponse(id)
+	_, msg, err := c.Text.ReadResponse(250)
+	c.Text.EndResponse(id)
+	require.NoError(t, err)
+	require.Regexp(t, `^2\.0\.0\b`, msg)
+}
+
+// TestSinkPassFromEnvironment is not parallel: it sets SINK_PASS.
+func TestSinkPassFromEnvironment(t *testing.T) {
+	const user, envPass = "alice", "from-the-env"
+	t.Setenv("SINK_PASS", envPass)
+
+	cfg, err := parseFlags([]string{"-auth", "optional", "-user", user}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, envPass, cfg.pass, "empty -pass: SINK_PASS")
+	cfg, err = parseFlags([]string{"-auth", "optional", "-user", user, "-pass", "cli"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "cli", cfg.pass, "-pass wins over SINK_PASS")
+	cfg, err = parseFlags(nil, io.Discard)
+	require.NoError(t, err, "with -auth forbidden a SINK_PASS in the environment is ignored")
+	require.Empty(t, cfg.pass)
+
+	dir := t.TempDir()
+	r := startSink(t, 1, "-ports", "0", "-out", dir, "-auth", "required", "-user", user)
+	auth := func(pass string) error {
+		c, err := smtp.Dial(r.addrs[0])
+		require.NoError(t, err)
+		defer c.Close()
+		require.NoError(t, c.Hello("client.example"))
+		if err := c.Auth(smtp.PlainAuth("", user, pass, "127.0.0.1")); err != nil {
+			return err
+		}
+		sinkTransaction(t, c, "a@example.com", "b@example.com", "Subject: env\r\n\r\nbody\r\n")
+		return nil
+	}
+	require.Equal(t, 535, sinkCode(auth("wrong")))
+	require.NoError(t, auth(envPass))
+	rec := sinkRecord(t, dir, sinkOnlyMessage(t, dir))
+	require.Equal(t, user, rec["authentication_id"])
+	require.NotContains(t, r.stderr.String(), envPass, "the password never reaches the log")
 }
 
 func TestSinkGracefulStopFinishesMessage(t *testing.T) {
