@@ -71,6 +71,9 @@ func (s *Session) dispatch(text []byte) {
 	if cmd != nil && cmd.on != nil && !cmd.on(s.cfg) {
 		cmd = nil // an extension that is off is an unknown command
 	}
+	if s.bdat != nil && verb != "BDAT" && verb != "NOOP" {
+		s.resetTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
+	}
 	switch {
 	case s.needsTLS(cmd):
 		s.replyError(errTLSRequired, false)

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -17,6 +18,7 @@ type transfer struct {
 	binary  bool  // BODY=BINARYMIME: stored as sent, no line-end rules
 	lineLen int   // BDAT: bytes of the current, unfinished line
 	lastCR  bool  // BDAT: the data so far ends with CR
+	stream  *messageStream
 }
 
 // startTransfer begins a message: a fresh Message, the data-rate clock started.
@@ -40,6 +42,7 @@ func (s *Session) receiveData() error {
 	for {
 		line, err := s.readLine(s.cfg.bufferMax, false)
 		if err != nil {
+			t.abandonStream()
 			s.readFailed(err)
 			s.quit = true
 			return nil
@@ -50,6 +53,7 @@ func (s *Session) receiveData() error {
 		s.dataBytes += len(line)
 		afterCRLF = lineEndsCRLF(line)
 		if err := s.feed(t, parseDataLine(line, s.cfg.crlfMode)); err != nil {
+			t.abandonStream()
 			return err
 		}
 	}
@@ -65,13 +69,29 @@ func (s *Session) feed(t *transfer, d dataLine) error {
 		return nil
 	}
 	if !t.started {
-		t.started = true
-		if t.failed = s.h.OnDataStart(s); t.failed != nil {
+		if t.failed = s.startData(t); t.failed != nil {
 			return s.fatal(t.failed)
 		}
 	}
-	t.failed = s.storeLine(d)
+	if t.stream != nil {
+		t.failed = s.streamLine(t, d)
+	} else {
+		t.failed = s.storeLine(d)
+	}
 	return s.fatal(t.failed)
+}
+
+// startData runs OnDataStart at the first piece of data (or the end of an empty
+// message) and opens the stream for a MessageStreamer.
+func (s *Session) startData(t *transfer) error {
+	t.started = true
+	if err := s.h.OnDataStart(s); err != nil {
+		return err
+	}
+	if ms, ok := s.h.(MessageStreamer); ok {
+		t.stream = s.openStream(ms)
+	}
+	return nil
 }
 
 // finish answers the end of the message: the error kept, the CRLFStrict refusal, or
@@ -79,16 +99,20 @@ func (s *Session) feed(t *transfer, d dataLine) error {
 func (s *Session) finish(t *transfer) error {
 	s.dataStart = time.Time{}
 	if !t.started && t.failed == nil {
-		t.failed = s.h.OnDataStart(s) // an empty message: the end is its first line
+		t.failed = s.startData(t) // an empty message: the end is its first line
 	}
 	failed := t.failed
 	switch {
 	case t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary && failed == nil:
 		s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
 		failed = errCRLF
+		if t.stream != nil {
+			t.stream.close(fmt.Errorf("bare CR or LF in the message: %w", errCRLF))
+		}
 	case failed == nil:
-		failed = s.deliver()
+		failed = s.deliver(t)
 	}
+	t.abandonStream() // a stream still open after a refusal: closed, its hook waited for
 	if failed != nil {
 		s.srv.stats.MessagesRefused.Add(1)
 		if s.cfg.lmtp && !s.fatalErr(failed) {
@@ -188,15 +212,20 @@ func (s *Session) fatalErr(err error) bool {
 	return se.Code == 421
 }
 
-// deliver hands the complete message to OnMessage and answers it (LMTP: one reply
-// per recipient).
-func (s *Session) deliver() error {
+// deliver hands the complete message to its hook — OnMessage, or the end of the
+// stream for OnMessageStream — and answers it (LMTP: one reply per recipient).
+func (s *Session) deliver(t *transfer) error {
 	if s.aborted.Load() {
-		return SMTPError421 // Close has answered the client: no OnMessage now
+		return SMTPError421 // Close has answered the client: nothing delivered now
 	}
-	s.Message.DeliveredAt = time.Now().UTC()
-	s.Message.Bytesize = len(s.Message.Data)
-	err := s.h.OnMessage(s)
+	var err error
+	if t.stream != nil {
+		err = t.stream.close(nil)
+		s.Message.DeliveredAt, s.Message.Bytesize = time.Now().UTC(), t.stream.size
+	} else {
+		s.Message.DeliveredAt, s.Message.Bytesize = time.Now().UTC(), len(s.Message.Data)
+		err = s.h.OnMessage(s)
+	}
 	if s.cfg.lmtp && (err == nil || successReply(err) != nil) {
 		s.replyPerRecipient()
 		return nil

@@ -245,6 +245,7 @@ func (s *Session) disconnect() {
 			s.logger.Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
+	s.bdat.abandonStream()
 	s.releaseBuffered()
 	s.flush()
 	s.logger.Debug("disconnected", "exceptions", s.Exceptions)
@@ -303,6 +304,7 @@ func (s *Session) interruptIdle() {
 // resetTransaction forgets the envelope and the message (RSET, end of DATA, HELO).
 func (s *Session) resetTransaction() {
 	s.releaseBuffered()
+	s.bdat.abandonStream()
 	s.bdat = nil
 	s.Envelope = Envelope{}
 	s.Message = Message{CRLF: "\r\n"}
