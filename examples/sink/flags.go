@@ -20,6 +20,7 @@ type config struct {
 	user     string
 	pass     string
 	out      string
+	stream   bool
 	quiet    bool
 	logLevel slog.Level
 	grace    time.Duration
@@ -121,6 +122,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&s.ProxyTrustedNetworks, "proxy-trusted", "", "`CIDRs` or IPs, comma separated, of load balancers that must send a PROXY v1/v2 header (empty: off)")
 	fs.StringVar(&s.XClientTrustedNetworks, "xclient-trusted", "", "`CIDRs` or IPs, comma separated, of clients allowed to use XCLIENT (empty: off)")
 	fs.BoolVar(&s.EnhancedStatusCodes, "enhanced-status-codes", false, "enable ENHANCEDSTATUSCODES (RFC 2034): RFC 3463 codes in the replies")
+	fs.BoolVar(&s.Chunking, "chunking", false, "enable CHUNKING and BINARYMIME (RFC 3030): BDAT")
+	fs.BoolVar(&s.DSN, "dsn", false, "enable DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT, recorded in each .json")
+	fs.BoolVar(&s.LMTP, "lmtp", false, "speak LMTP (RFC 2033) instead of SMTP: LHLO, one reply per recipient")
+	fs.BoolVar(&cfg.stream, "stream", false, "take each message as a stream (smtpd.MessageStreamer): written straight to its .eml, never whole in memory")
 	fs.BoolVar(&s.Pipelining, "pipelining", false, "enable PIPELINING (RFC 2920)")
 	fs.BoolVar(&s.Internationalization, "i18n", false, "enable 8BITMIME and SMTPUTF8")
 	fs.Var(auth, "auth", "AUTH PLAIN/LOGIN `mode`: forbidden, optional or required (needs -user and -pass or SINK_PASS)")

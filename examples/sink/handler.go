@@ -56,6 +56,35 @@ func (h *sink) OnMessage(s *smtpd.Session) error {
 	return nil
 }
 
+// streamSink is the sink with -stream: it implements smtpd.MessageStreamer, so each
+// message goes straight from the connection to its .eml, never whole in memory.
+type streamSink struct {
+	*sink
+}
+
+// OnMessageStream writes the message to its .eml as it arrives (with -out), or
+// reads and discards it. A read error (the message refused mid-way: too big, bare
+// line ends under -crlf strict, the client gone) leaves no file behind.
+func (h streamSink) OnMessageStream(s *smtpd.Session, r io.Reader) error {
+	if h.store == nil && h.out == nil {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	id := h.newID(s)
+	if h.store != nil {
+		if err := h.store.saveStream(id, s, r); err != nil {
+			return err
+		}
+	} else if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	if h.out != nil {
+		fmt.Fprintf(h.out, "message %s from=<%s> to=<%s> streamed\n",
+			id, s.Envelope.From, strings.Join(s.Envelope.To, ">,<"))
+	}
+	return nil
+}
+
 // OnDisconnect forgets the session's message count.
 func (h *sink) OnDisconnect(s *smtpd.Session) {
 	if h.store == nil && h.out == nil {

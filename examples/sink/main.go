@@ -54,13 +54,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		h.out = out
 	}
 	if cfg.out != "" {
-		if h.store, err = newStore(cfg.out); err != nil {
+		if h.store, err = newStore(cfg.out, cfg.srv.LMTP); err != nil {
 			return err
 		}
 	}
 
 	srv := &cfg.srv
 	srv.Handler = h
+	if cfg.stream {
+		srv.Handler = streamSink{h}
+	}
 	srv.Logger = logger
 	if err := srv.Start(); err != nil {
 		return err

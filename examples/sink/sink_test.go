@@ -182,18 +182,7 @@ func sinkCode(err error) int {
 
 func TestSinkStoresMessage(t *testing.T) {
 	msg := "From: Alice <alice@example.com>\r\nSubject: stored\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n \r\nlast line\r\n"
-	tests := []struct {
-		name          string
-		args          []string
-		from          string
-		to            []string
-		msg           string
-		wantBody      string
-		wantUTF8      string
-		wantSubject   string
-		wantDate      string
-		wantMessageID string
-	}{
+	tests := []sinkStoreCase{
 		{name: "plain", from: "alice@example.com", to: []string{"bob@example.net", "carol@example.org"}, msg: msg, wantSubject: "stored"},
 		{name: "null sender", from: "", to: []string{"bob@example.net"}, msg: msg, wantSubject: "stored"},
 		{name: "i18n", args: []string{"-i18n"}, from: "jörg@example.com", to: []string{"zoë@example.net"},
@@ -209,8 +198,36 @@ func TestSinkStoresMessage(t *testing.T) {
 		{name: "no header section", from: "a@example.com", to: []string{"b@example.com"},
 			msg: "just a body line\r\nSubject: not a header\r\n"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		for _, tc := range tests {
+			sinkStoresMessage(t, stream, tc)
+		}
+	}
+}
+
+// sinkStoreCase is one case of TestSinkStoresMessage.
+type sinkStoreCase struct {
+	name          string
+	args          []string
+	from          string
+	to            []string
+	msg           string
+	wantBody      string
+	wantUTF8      string
+	wantSubject   string
+	wantDate      string
+	wantMessageID string
+}
+
+// sinkStoresMessage runs one case, buffered or with -stream.
+func sinkStoresMessage(t *testing.T, stream bool, tc sinkStoreCase) {
+	name := tc.name
+	if stream {
+		name += "/stream"
+		tc.args = append(append([]string(nil), tc.args...), "-stream")
+	}
+	{
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "new-dir") // -out creates it
 			r := startSink(t, 1, append([]string{"-ports", "0", "-out", dir}, tc.args...)...)
@@ -274,9 +291,13 @@ func TestSinkStoresMessage(t *testing.T) {
 				"subject":           tc.wantSubject,
 				"date":              tc.wantDate,
 				"message_id":        tc.wantMessageID,
+				"size":              float64(0),
 			}, rec)
 
 			line := fmt.Sprintf("message %s from=<%s> to=<%s> bytes=%d\n", id, tc.from, strings.Join(tc.to, ">,<"), len(tc.msg))
+			if stream {
+				line = fmt.Sprintf("message %s from=<%s> to=<%s> streamed\n", id, tc.from, strings.Join(tc.to, ">,<"))
+			}
 			require.Contains(t, r.stdout.String(), line)
 			require.Contains(t, r.stderr.String(), "session="+m[1], "session_id is the session attribute of the log")
 		})
@@ -332,7 +353,7 @@ func TestSinkMessagesOfOneSessionAreNumbered(t *testing.T) {
 
 func TestSinkNeverOverwritesAStoredMessage(t *testing.T) {
 	dir := t.TempDir()
-	st, err := newStore(dir)
+	st, err := newStore(dir, false)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "abc-1-0001.eml"), []byte("earlier run\r\n"), 0o644))
 	s := &smtpd.Session{ID: "abc-1"}

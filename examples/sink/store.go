@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"mime"
 	"net/mail"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/midismtp/smtpd"
 )
@@ -19,7 +21,8 @@ import (
 // never sees a partial file, and a .json file means its .eml is complete. (No fsync:
 // the files survive a crash of the sink, not of the machine.)
 type store struct {
-	dir string
+	dir  string
+	lmtp bool // recorded in each .json
 }
 
 // record is the content of <id>.json. Header fields are read from the message
@@ -45,7 +48,17 @@ type record struct {
 	Date             string   `json:"date"`        // the Date header as sent (unfolded)
 	MessageID        string   `json:"message_id"`  // the Message-ID header as sent, angle brackets included
 
-	// Envelope extensions (declared SIZE, DSN, LMTP) go below this line.
+	Size          int            `json:"size"`                     // the size declared with MAIL FROM SIZE=; 0 when not given
+	LMTP          bool           `json:"lmtp,omitempty"`           // received over LMTP (-lmtp)
+	DSNRet        string         `json:"dsn_ret,omitempty"`        // RET= (-dsn)
+	DSNEnvID      string         `json:"dsn_envid,omitempty"`      // ENVID=, decoded
+	DSNRecipients []dsnRecipient `json:"dsn_recipients,omitempty"` // NOTIFY= and ORCPT= of each recipient, in the order of "to"
+}
+
+// dsnRecipient is the DSN part of one recipient in the .json.
+type dsnRecipient struct {
+	Notify []string `json:"notify,omitempty"`
+	ORcpt  string   `json:"orcpt,omitempty"`
 }
 
 // headerFields returns the decoded Subject and the Date and Message-ID headers of
@@ -63,7 +76,7 @@ func headerFields(data []byte) (subject, date, messageID string) {
 }
 
 // newStore creates dir if needed and checks that files can be made in it.
-func newStore(dir string) (*store, error) {
+func newStore(dir string, lmtp bool) (*store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("-out: %w", err)
 	}
@@ -73,13 +86,55 @@ func newStore(dir string) (*store, error) {
 	}
 	f.Close()
 	os.Remove(f.Name())
-	return &store{dir: dir}, nil
+	return &store{dir: dir, lmtp: lmtp}, nil
 }
 
 // save writes the message of s under id. An id already in the folder (left by an
 // earlier run whose random Session.ID prefix was the same) is never overwritten:
 // save fails, so the message is answered 451 and its sender retries.
 func (st *store) save(id string, s *smtpd.Session) error {
+	if err := st.checkFree(id); err != nil {
+		return err
+	}
+	if err := st.writeFile(id+".eml", s.Message.Data); err != nil {
+		return err
+	}
+	return st.saveRecord(id, s, s.Message.Data, s.Message.Bytesize, s.Message.DeliveredAt)
+}
+
+// saveStream writes a streamed message of s under id: r straight into the .eml (by
+// way of a temporary file), then the .json; the header fields come from the start
+// of the message.
+func (st *store) saveStream(id string, s *smtpd.Session, r io.Reader) error {
+	if err := st.checkFree(id); err != nil {
+		return err
+	}
+	head := &prefixBuffer{max: maxHeaderBytes}
+	n, err := st.writeFileFrom(id+".eml", io.TeeReader(r, head))
+	if err != nil {
+		return err
+	}
+	return st.saveRecord(id, s, head.b, int(n), time.Now())
+}
+
+// maxHeaderBytes is how much of a streamed message is kept to read its header fields.
+const maxHeaderBytes = 64 << 10
+
+// prefixBuffer keeps the first max bytes written to it.
+type prefixBuffer struct {
+	b   []byte
+	max int
+}
+
+func (p *prefixBuffer) Write(b []byte) (int, error) {
+	if room := p.max - len(p.b); room > 0 {
+		p.b = append(p.b, b[:min(room, len(b))]...)
+	}
+	return len(b), nil
+}
+
+// checkFree refuses an id whose files exist already.
+func (st *store) checkFree(id string) error {
 	for _, name := range []string{id + ".eml", id + ".json"} {
 		switch _, err := os.Lstat(filepath.Join(st.dir, name)); {
 		case err == nil:
@@ -88,10 +143,13 @@ func (st *store) save(id string, s *smtpd.Session) error {
 			return fmt.Errorf("sink: saving message: %w", err)
 		}
 	}
-	if err := st.writeFile(id+".eml", s.Message.Data); err != nil {
-		return err
-	}
-	subject, date, messageID := headerFields(s.Message.Data)
+	return nil
+}
+
+// saveRecord writes <id>.json for the message of s whose .eml is written; head is
+// (the start of) its data, for the header fields.
+func (st *store) saveRecord(id string, s *smtpd.Session, head []byte, size int, at time.Time) error {
+	subject, date, messageID := headerFields(head)
 	var js bytes.Buffer
 	enc := json.NewEncoder(&js)
 	enc.SetEscapeHTML(false) // message_id "<a@b>" stays readable, not "\u003ca@b\u003e"
@@ -109,11 +167,16 @@ func (st *store) save(id string, s *smtpd.Session) error {
 		AuthorizationID:  s.AuthorizationID,
 		AuthenticationID: s.AuthenticationID,
 		Encrypted:        s.IsEncrypted(),
-		Bytesize:         s.Message.Bytesize,
-		ReceivedAt:       s.Message.DeliveredAt.UTC().Format("2006-01-02T15:04:05.000000000Z"),
+		Bytesize:         size,
+		ReceivedAt:       at.UTC().Format("2006-01-02T15:04:05.000000000Z"),
 		Subject:          subject,
 		Date:             date,
 		MessageID:        messageID,
+		Size:             s.Envelope.Size,
+		LMTP:             st.lmtp,
+		DSNRet:           s.Envelope.DSNRet,
+		DSNEnvID:         s.Envelope.DSNEnvID,
+		DSNRecipients:    dsnRecipients(s.Envelope.DSNRecipients),
 	})
 	if err == nil {
 		err = st.writeFile(id+".json", js.Bytes()) // Encode ended it with a newline
@@ -125,11 +188,27 @@ func (st *store) save(id string, s *smtpd.Session) error {
 	return nil
 }
 
+// dsnRecipients converts the Envelope's DSN parameters for the .json.
+func dsnRecipients(in []smtpd.RecipientDSN) []dsnRecipient {
+	var out []dsnRecipient
+	for _, d := range in {
+		out = append(out, dsnRecipient{Notify: d.Notify, ORcpt: d.ORcpt})
+	}
+	return out
+}
+
 // writeFile writes data to dir/name by way of a temporary file and a rename.
-func (st *store) writeFile(name string, data []byte) (err error) {
+func (st *store) writeFile(name string, data []byte) error {
+	_, err := st.writeFileFrom(name, bytes.NewReader(data))
+	return err
+}
+
+// writeFileFrom copies r to dir/name by way of a temporary file and a rename; a
+// read error (the message refused mid-way) leaves nothing behind.
+func (st *store) writeFileFrom(name string, r io.Reader) (n int64, err error) {
 	f, err := os.CreateTemp(st.dir, "."+name+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("sink: saving message: %w", err)
+		return 0, fmt.Errorf("sink: saving message: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -137,12 +216,12 @@ func (st *store) writeFile(name string, data []byte) (err error) {
 			err = fmt.Errorf("sink: saving message: %w", err)
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
+	if n, err = io.Copy(f, r); err != nil {
 		f.Close()
-		return err
+		return n, err
 	}
 	if err := f.Close(); err != nil {
-		return err
+		return n, err
 	}
-	return os.Rename(f.Name(), filepath.Join(st.dir, name))
+	return n, os.Rename(f.Name(), filepath.Join(st.dir, name))
 }
