@@ -58,7 +58,16 @@ func (s *Session) cmdBdat(args string) error {
 		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
 		s.srv.stats.MessagesRefused.Add(1)
 		s.bdat = nil
-		s.resetTransaction()
+		s.releaseBuffered() // the data so far goes now; the envelope is still needed below
+		defer s.resetTransaction()
+		if last && s.cfg.lmtp {
+			// LMTP (RFC 2033 4.3): BDAT LAST is answered once per accepted recipient,
+			// also when the message fails as a whole.
+			if s.readOctets(size, nil) {
+				s.replyEachRecipient(SMTPError552)
+			}
+			return nil
+		}
 		return refuse(SMTPError552)
 	}
 	if s.bdat == nil {
@@ -71,12 +80,29 @@ func (s *Session) cmdBdat(args string) error {
 	if t.failed != nil && s.fatalErr(t.failed) {
 		return t.failed
 	}
-	if !last && t.failed == nil {
-		s.writeReply(250, s.enhancedCode(replyOK), strconv.FormatInt(size, 10)+" octets received")
-		return nil
+	if !last {
+		// A chunk is answered on its own: 250, or at once the rule it broke —
+		// CRLFStrict included, at the chunk where the bare CR or LF showed — with one
+		// reply, in LMTP too (RFC 2033 4.3: only BDAT LAST gets one per recipient).
+		failed := t.failed
+		if failed == nil && t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary {
+			s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
+			failed = errCRLF
+		}
+		if failed == nil {
+			s.writeReply(250, s.enhancedCode(replyOK), strconv.FormatInt(size, 10)+" octets received")
+			return nil
+		}
+		s.srv.stats.MessagesRefused.Add(1)
+		s.resetTransaction()
+		return failed
 	}
 	s.bdat = nil
-	t.bare = t.bare || t.lastCR // a CR at the very end ends no line
+	if d, ok := t.chunkEnd(); ok { // a CR at the very end ends no line
+		if err := s.feed(t, d); err != nil {
+			return err
+		}
+	}
 	err := s.finish(t)
 	s.resetTransaction()
 	return err
@@ -86,7 +112,7 @@ func (s *Session) cmdBdat(args string) error {
 // bounded by the read buffer, and feeds them to t (nil: discards them). False when
 // the connection failed (the session then ends).
 func (s *Session) readOctets(n int64, t *transfer) bool {
-	br := s.r.br
+	br := s.r.buf()
 	for n > 0 {
 		if br.Buffered() == 0 {
 			if s.flush() != nil {
@@ -118,8 +144,12 @@ func (s *Session) readOctets(n int64, t *transfer) bool {
 }
 
 // chunkPiece prepares a piece of BDAT data (a line, or a part of one cut by the
-// chunk or the buffer) for storing under mode, keeping what a line split across
-// pieces needs: its length so far and whether the data so far ends with CR.
+// chunk or the buffer; an LF only at its end, never empty) for storing under mode,
+// keeping what a line split across pieces needs: its length so far and whether the
+// data so far ends with CR. Such a CR is held back, not stored with its piece: only
+// the next byte tells whether it is bare or the CR of a CRLF, and a CRLF cut between
+// pieces must reach the hooks as one line end — OnDataHeaders appends before the
+// empty line, not between its CR and LF. chunkEnd gives a CR still held at the end.
 // BINARYMIME data is stored as sent.
 func (t *transfer) chunkPiece(p []byte, mode CRLFMode) dataLine {
 	d := dataLine{text: p}
@@ -132,40 +162,48 @@ func (t *transfer) chunkPiece(p []byte, mode CRLFMode) dataLine {
 	if complete {
 		body = p[:len(p)-1]
 	}
-	// A CR before this piece not followed by LF was bare; so is any CR inside the
-	// body but one ending it right before the LF.
-	d.bare = prevCR && (len(p) == 0 || p[0] != '\n')
-	inner := body
-	if complete && len(body) > 0 && body[len(body)-1] == '\r' {
-		inner = body[:len(body)-1]
+	t.lastCR = !complete && len(body) > 0 && body[len(body)-1] == '\r'
+	if t.lastCR {
+		body = body[:len(body)-1] // held back for the next piece
 	}
-	if !complete && len(body) > 0 && body[len(body)-1] == '\r' {
-		inner = body[:len(body)-1] // may be the CR of a CRLF split across pieces
+	// The CR held before this piece was bare unless this piece is its LF.
+	heldBare := prevCR && !(complete && len(body) == 0)
+	crBefore := complete && (len(body) > 0 && body[len(body)-1] == '\r' || len(body) == 0 && prevCR)
+	text := body
+	if crBefore && len(body) > 0 {
+		text = body[:len(body)-1]
 	}
-	d.bare = d.bare || bytes.IndexByte(inner, '\r') >= 0
-	t.lastCR = len(body) > 0 && body[len(body)-1] == '\r' && !complete
+	// Any CR left in text is bare: the one before the LF was cut off above.
+	d.bare = heldBare || bytes.IndexByte(text, '\r') >= 0
+	if heldBare {
+		text = append([]byte{'\r'}, text...) // rare: a bare CR at a piece boundary
+	}
+	d.text = text
 	if !complete {
-		t.lineLen += len(p)
+		t.lineLen += len(text)
 		return d
 	}
-	crBefore := len(body) > 0 && body[len(body)-1] == '\r' || len(body) == 0 && prevCR
-	content := t.lineLen + len(body)
-	if crBefore {
-		content--
-	}
-	d.complete, d.isEmpty = true, content == 0
+	d.complete, d.isEmpty = true, t.lineLen+len(text) == 0
 	t.lineLen = 0
 	switch {
-	case crBefore && len(body) > 0:
-		d.text, d.end = body[:len(body)-1], crlf
 	case crBefore:
-		d.text, d.end = body, p[len(p)-1:] // the CR went with the previous piece
+		d.end = crlf
 	default:
 		d.bare = true
-		d.text, d.end = body, p[len(p)-1:]
+		d.end = p[len(p)-1:]
 		if mode == CRLFEnsure {
 			d.end = crlf
 		}
 	}
 	return d
+}
+
+// chunkEnd returns, at the end of the data, the CR chunkPiece still holds: it ends
+// no line, so it is bare, and stored as sent.
+func (t *transfer) chunkEnd() (dataLine, bool) {
+	if !t.lastCR {
+		return dataLine{}, false
+	}
+	t.lastCR = false
+	return dataLine{text: []byte{'\r'}, bare: true}, true
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // CRLFMode says how line ends in the DATA stream are handled and which ones a
@@ -57,12 +58,35 @@ var (
 )
 
 // lineReader reads LF-ended lines from a bufio.Reader, never holding more than max
-// bytes of one line. It does the SMTP part of line reading and nothing else.
+// bytes of one line. It does the SMTP part of line reading and nothing else. While
+// the session is idle its read buffer goes back to a pool (see waitIdle), so an
+// idle connection costs only a small peek buffer.
 type lineReader struct {
-	br   *bufio.Reader
+	br   *bufio.Reader // nil while idle
+	src  primedReader  // the connection, with the bytes read while idle first
+	size int           // br's size
 	max  int
 	long []byte // gathers a line that does not fit in br's buffer
+	peek [128]byte
 }
+
+// primedReader is a reader whose first reads return pending.
+type primedReader struct {
+	r       io.Reader
+	pending []byte
+}
+
+func (p *primedReader) Read(b []byte) (int, error) {
+	if len(p.pending) > 0 {
+		n := copy(b, p.pending)
+		p.pending = p.pending[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
+// readBuffers pools the read buffers of idle sessions (the common size only).
+var readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
 
 func newLineReader(r io.Reader, max int) *lineReader {
 	size := readBufferSize
@@ -72,15 +96,61 @@ func newLineReader(r io.Reader, max int) *lineReader {
 	if size < 16 {
 		size = 16 // bufio's minimum
 	}
-	return &lineReader{br: bufio.NewReaderSize(r, size), max: max}
+	lr := &lineReader{size: size, max: max}
+	lr.src.r = r
+	return lr
+}
+
+// buf returns the read buffer, taking one when the reader was idle.
+func (lr *lineReader) buf() *bufio.Reader {
+	if lr.br == nil {
+		if lr.size == readBufferSize {
+			lr.br = readBuffers.Get().(*bufio.Reader)
+			lr.br.Reset(&lr.src)
+		} else {
+			lr.br = bufio.NewReaderSize(&lr.src, lr.size)
+		}
+	}
+	return lr.br
+}
+
+// reset makes r the source (after a TLS handshake); nothing may be buffered.
+func (lr *lineReader) reset(r io.Reader) {
+	lr.src = primedReader{r: r}
+	if lr.br != nil {
+		lr.br.Reset(&lr.src)
+	}
+}
+
+// waitIdle blocks until the client sends something, holding no read buffer
+// meanwhile: the buffer goes back to the pool and the first bytes land in a small
+// peek buffer. It is called only when nothing is buffered.
+func (lr *lineReader) waitIdle() error {
+	if lr.br != nil && lr.br.Buffered() == 0 && lr.size == readBufferSize {
+		lr.br.Reset(nil)
+		readBuffers.Put(lr.br)
+		lr.br = nil
+	}
+	if lr.br != nil || len(lr.src.pending) > 0 {
+		return nil
+	}
+	n, err := lr.src.r.Read(lr.peek[:])
+	lr.src.pending = lr.peek[:n]
+	if n > 0 {
+		return nil
+	}
+	return err
 }
 
 // hasLine reports whether a complete line is already buffered, so that reading it
 // needs no system call.
 func (lr *lineReader) hasLine() bool {
+	if lr.br == nil {
+		return bytes.IndexByte(lr.src.pending, '\n') >= 0
+	}
 	n := lr.br.Buffered()
 	if n == 0 {
-		return false
+		return bytes.IndexByte(lr.src.pending, '\n') >= 0
 	}
 	b, _ := lr.br.Peek(n)
 	return bytes.IndexByte(b, '\n') >= 0
@@ -99,7 +169,8 @@ func (lr *lineReader) readLine(soft int) ([]byte, error) {
 	if cap(lr.long) > maxKeptLine {
 		lr.long = nil
 	}
-	line, err := lr.br.ReadSlice('\n')
+	br := lr.buf()
+	line, err := br.ReadSlice('\n')
 	if err == nil {
 		switch {
 		case len(line) > lr.max:
@@ -120,7 +191,7 @@ func (lr *lineReader) readLine(soft int) ([]byte, error) {
 	}
 	lr.long = append(lr.long[:0], line...)
 	for {
-		line, err = lr.br.ReadSlice('\n')
+		line, err = br.ReadSlice('\n')
 		if len(lr.long)+len(line) > soft {
 			n := len(lr.long) + len(line)
 			lr.long = nil // give the memory back
@@ -150,7 +221,7 @@ func (lr *lineReader) skipLine(n int) error {
 		if n > lr.max {
 			return errLineLimit
 		}
-		line, err := lr.br.ReadSlice('\n')
+		line, err := lr.buf().ReadSlice('\n')
 		n += len(line)
 		switch err {
 		case nil:
@@ -176,8 +247,12 @@ func (lr *lineReader) tooLong(n int) error {
 // discardBuffered drops every byte already read from the connection but not yet
 // consumed and returns how many there were.
 func (lr *lineReader) discardBuffered() int {
-	n := lr.br.Buffered()
-	lr.br.Discard(n)
+	n := len(lr.src.pending)
+	lr.src.pending = nil
+	if lr.br != nil {
+		n += lr.br.Buffered()
+		lr.br.Discard(lr.br.Buffered())
+	}
 	return n
 }
 

@@ -87,7 +87,7 @@ func TestCRLFLineReader(t *testing.T) {
 func TestCRLFLineReaderBufferBounded(t *testing.T) {
 	for _, tt := range []struct{ max, size int }{{512, 512}, {1000, 1000}, {4096, 4096}, {1 << 20, 4096}, {8, 16}} {
 		lr := newLineReader(strings.NewReader(""), tt.max)
-		require.Equal(t, tt.size, lr.br.Size(), "max %d", tt.max)
+		require.Equal(t, tt.size, lr.buf().Size(), "max %d", tt.max)
 	}
 	lr := newLineReader(strings.NewReader(strings.Repeat("x", 20000)+"\r\n"), 10000)
 	_, err := lr.readLine(lr.max)

@@ -83,6 +83,10 @@ func (s *Session) readLine(soft int, command bool) ([]byte, error) {
 			if s.srv.isClosing.Load() {
 				return nil, errShuttingDown
 			}
+			s.releaseWriter()
+			if err := s.r.waitIdle(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return s.r.readLine(soft)

@@ -1,10 +1,12 @@
 package smtpd
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -97,23 +99,24 @@ func (s *Session) writeReply(code int, enhanced, text string) {
 		enhanced = ""
 	}
 	s.srv.stats.reply(code)
+	w := s.writer()
 	need := len(text) + len(enhanced) + 7
-	if need > s.w.Size() || strings.IndexByte(text, '\n') >= 0 || strings.IndexByte(text, '\r') >= 0 {
+	if need > w.Size() || strings.IndexByte(text, '\n') >= 0 || strings.IndexByte(text, '\r') >= 0 {
 		s.writeLong(formatReply(code, enhanced, text))
 		return
 	}
-	if need > s.w.Available() {
+	if need > w.Available() {
 		s.flush()
 	}
 	var num [3]byte
-	s.w.Write(strconv.AppendInt(num[:0], int64(code), 10))
-	s.w.WriteByte(' ')
+	w.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	w.WriteByte(' ')
 	if enhanced != "" {
-		s.w.WriteString(enhanced)
-		s.w.WriteByte(' ')
+		w.WriteString(enhanced)
+		w.WriteByte(' ')
 	}
-	s.w.WriteString(text)
-	s.w.WriteString("\r\n")
+	w.WriteString(text)
+	w.WriteString("\r\n")
 	if s.debug {
 		s.traceSent(formatReply(code, enhanced, text))
 	}
@@ -122,11 +125,12 @@ func (s *Session) writeReply(code int, enhanced, text string) {
 // writeLong queues a formatted reply; one larger than the buffer is sent at once.
 func (s *Session) writeLong(r string) {
 	s.traceSent(r)
-	if len(r) > s.w.Available() {
+	w := s.writer()
+	if len(r) > w.Available() {
 		s.flush()
 	}
-	if len(r) <= s.w.Available() {
-		s.w.WriteString(r)
+	if len(r) <= w.Available() {
+		w.WriteString(r)
 		return
 	}
 	s.wmu.Lock()
@@ -166,9 +170,36 @@ func oneLine(s string) string {
 	return strings.TrimSpace(s)
 }
 
+// replyBufferSize is the size of the reply buffer: every usual reply, and a
+// pipelined batch of them, fits.
+const replyBufferSize = 1024
+
+// writeBuffers pools the reply buffers of idle sessions.
+var writeBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, replyBufferSize) }}
+
+// writer returns the reply buffer, taking one from the pool when the session was
+// idle.
+func (s *Session) writer() *bufio.Writer {
+	if s.w == nil {
+		s.w = writeBuffers.Get().(*bufio.Writer)
+		s.w.Reset(s.conn)
+	}
+	return s.w
+}
+
+// releaseWriter gives an empty reply buffer back to the pool while the session
+// waits for the client.
+func (s *Session) releaseWriter() {
+	if s.w != nil && s.w.Buffered() == 0 {
+		s.w.Reset(nil)
+		writeBuffers.Put(s.w)
+		s.w = nil
+	}
+}
+
 // flush sends the queued replies, with IOCmdTimeout as write deadline.
 func (s *Session) flush() error {
-	if s.w.Buffered() == 0 {
+	if s.w == nil || s.w.Buffered() == 0 {
 		return nil
 	}
 	s.wmu.Lock()

@@ -200,7 +200,6 @@ func (s *Session) serve() {
 	s.lookupHosts()
 	s.LocalResponse = s.LocalHost + " says welcome!"
 	s.HeloResponse = s.LocalHost + " at your service!"
-	s.w = bufio.NewWriterSize(s.raw, 1024)
 	s.logger.Debug("connected", "local", net.JoinHostPort(s.LocalIP, strconv.Itoa(s.LocalPort)))
 	defer s.disconnect()
 	defer s.recoverPanic()

@@ -140,8 +140,10 @@ func (s *Session) handshake() bool {
 	s.wmu.Lock()
 	s.conn = tc
 	s.wmu.Unlock()
-	s.r.br.Reset(tc)
-	s.w.Reset(tc)
+	s.r.reset(tc)
+	if s.w != nil {
+		s.w.Reset(tc)
+	}
 	st := tc.ConnectionState()
 	s.tlsState = &st
 	s.EncryptedAt = time.Now().UTC()
