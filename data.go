@@ -25,7 +25,8 @@ type transfer struct {
 func (s *Session) startTransfer() *transfer {
 	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
 	s.dataStart, s.dataBytes = time.Now(), 0
-	return &transfer{binary: s.Envelope.EncodingBody == "binarymime"}
+	s.xfer = transfer{binary: s.Envelope.EncodingBody == "binarymime"}
+	return &s.xfer
 }
 
 // receiveData reads the message after 354 up to <CRLF>.<CRLF>, runs the data hooks

@@ -169,8 +169,16 @@ func asSMTPError(err error) (*SMTPError, bool) {
 // with their own reply, e.g. "251 User not local; will forward". From other hooks a
 // success code is a mistake and answers 451.
 func successReply(err error) *SMTPError {
+	if err == nil {
+		return nil
+	}
+	return asSuccess(err)
+}
+
+// asSuccess is successReply's errors.As, apart so that a nil error costs no allocation.
+func asSuccess(err error) *SMTPError {
 	var se *SMTPError
-	if err != nil && errors.As(err, &se) && se != nil && se.Code >= 200 && se.Code < 400 {
+	if errors.As(err, &se) && se != nil && se.Code >= 200 && se.Code < 400 {
 		return se
 	}
 	return nil

@@ -1,6 +1,8 @@
 package smtpd
 
 import (
+	"context"
+	"log/slog"
 	"time"
 )
 
@@ -159,8 +161,12 @@ func (s *Session) accepted(size int) {
 	s.srv.stats.MessagesAccepted.Add(1)
 	s.srv.stats.BytesAccepted.Add(int64(size))
 	s.errors, s.junk = 0, 0
-	s.logger.Info("message accepted", "from", excerpt(s.Envelope.From), "rcpts", len(s.Envelope.To),
-		"bytes", size, "duration", time.Since(s.Message.ReceivedAt).Round(time.Millisecond))
+	if !s.logger.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	s.logger.LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
+		slog.String("from", excerpt(s.Envelope.From)), slog.Int("rcpts", len(s.Envelope.To)),
+		slog.Int("bytes", size), slog.Duration("duration", time.Since(s.Message.ReceivedAt).Round(time.Millisecond)))
 }
 
 // greetDelay holds the banner back for GreetDelay; a client that talks first is a

@@ -108,8 +108,7 @@ func (s *Session) writeReply(code int, enhanced, text string) {
 	if need > w.Available() {
 		s.flush()
 	}
-	var num [3]byte
-	w.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	writeCode(w, code)
 	w.WriteByte(' ')
 	if enhanced != "" {
 		w.WriteString(enhanced)
@@ -120,6 +119,17 @@ func (s *Session) writeReply(code int, enhanced, text string) {
 	if s.debug {
 		s.traceSent(formatReply(code, enhanced, text))
 	}
+}
+
+// writeCode writes a three-digit reply code without allocating.
+func writeCode(w *bufio.Writer, code int) {
+	if code < 100 || code > 999 {
+		w.WriteString(strconv.Itoa(code))
+		return
+	}
+	w.WriteByte(byte('0' + code/100))
+	w.WriteByte(byte('0' + code/10%10))
+	w.WriteByte(byte('0' + code%10))
 }
 
 // writeLong queues a formatted reply; one larger than the buffer is sent at once.

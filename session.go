@@ -89,7 +89,8 @@ type Session struct {
 	w        *bufio.Writer
 	tlsState *tls.ConnectionState
 	early    []byte    // bytes of an implicit-TLS client read while it waited for a slot
-	bdat     *transfer // the message BDAT chunks are being received for
+	bdat     *transfer // the message BDAT chunks are being received for (&xfer), or nil
+	xfer     transfer  // the message being received
 	// lineRefused is set when a BDAT command line broke CRLFStrict: its octets are
 	// still read, then it is answered with this.
 	lineRefused error
