@@ -13,6 +13,8 @@
 #                make load ROUNDS=1 SHAPES=b SINK_FLAGS=-pipelining (bench/README.md).
 #                Needs Postfix's tools: apt-get install postfix ("No configuration"; the
 #                daemon is not used).
+#   make load-big  one 1 GiB message streamed (-stream) and a 256 MiB one buffered,
+#                with and without SIZE=: MB/s and the sink's peak RSS (bench/bigmsg.sh)
 #   make load-hostile  examples/sink's peak memory under hostile input (1 MiB command
 #                lines, a 1 MiB EHLO, six 30 MiB messages), by bench/hostile.sh
 
@@ -20,7 +22,7 @@ GO       ?= go
 FUZZTIME ?= 20s
 NESTED   ?= examples/metrics bench/tools bench/peers/gosmtp
 
-.PHONY: test fmt-check vet bench fuzz load load-hostile
+.PHONY: test fmt-check vet bench fuzz load load-hostile load-big
 
 test: fmt-check vet
 	$(GO) test -race -count=1 ./...
@@ -65,3 +67,6 @@ load:
 
 load-hostile:
 	GO="$(GO)" bash bench/hostile.sh
+
+load-big:
+	bash bench/bigmsg.sh

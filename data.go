@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -146,13 +147,24 @@ func (s *Session) storeLine(d dataLine) error {
 		s.releaseBuffered()
 		return SMTPError552
 	}
-	if need > cap(s.Message.Data) && !s.reserveBuffered(grownCap(cap(s.Message.Data), need)) {
-		s.srv.stats.limit(&s.srv.stats.MaxBufferedData)
-		s.logger.Warn("MaxBufferedData reached; discarding the message", "limit", s.cfg.maxBuffered)
-		s.releaseBuffered()
-		return errBufferedData
+	if need > cap(s.Message.Data) {
+		grown := s.grownCap(need)
+		old := cap(s.Message.Data)
+		// While the data is copied both buffers exist: both count against the budget.
+		if !s.reserveBuffered(grown + old) {
+			s.srv.stats.limit(&s.srv.stats.MaxBufferedData)
+			s.logger.Warn("MaxBufferedData reached; discarding the message", "limit", s.cfg.maxBuffered)
+			s.releaseBuffered()
+			return errBufferedData
+		}
+		s.Message.Data = append(make([]byte, 0, grown), s.Message.Data...)
+		s.srv.buffered.release(int64(old))
+		s.reserved -= old
+		if old >= collectAfterGrowth {
+			runtime.GC() // the old buffer is garbage now: reuse its memory for the next growth
+		}
 	}
-	s.Message.Data = appendLine(s.Message.Data, d.text, d.end)
+	s.Message.Data = append(append(s.Message.Data, d.text...), d.end...)
 	if s.cfg.crlfMode == CRLFLeave && len(d.end) > 0 {
 		s.Message.CRLF = lineEndString(d.end)
 	}
@@ -162,27 +174,31 @@ func (s *Session) storeLine(d dataLine) error {
 	return s.h.OnDataReceiving(s)
 }
 
-// appendLine appends text and end to data. Its capacity doubles while under 1 MiB
-// (append alone grows by about a quarter from small sizes on, copying a big message
-// many times), then grows by a quarter, so a large message holds at most a quarter
-// more than its size.
-func appendLine(data, text, end []byte) []byte {
-	if need := len(data) + len(text) + len(end); need > cap(data) {
-		grown := make([]byte, len(data), grownCap(cap(data), need))
-		copy(grown, data)
-		data = grown
-	}
-	data = append(data, text...)
-	return append(data, end...)
-}
+// collectAfterGrowth is the size from which a message buffer that was replaced by
+// a bigger one is collected at once, so that a large message without SIZE= does
+// not leave a trail of its earlier buffers (each a quarter smaller) in memory.
+const collectAfterGrowth = 8 << 20
 
-// grownCap is the capacity appendLine grows a buffer of capacity c to, to hold need bytes.
-func grownCap(c, need int) int {
+// grownCap is the capacity Message.Data grows to, to hold need bytes. It doubles
+// while under 1 MiB (append alone grows by about a quarter from small sizes on,
+// copying a big message many times), then grows by a quarter, so a large message
+// holds at most a quarter more than its size. Past 1 MiB of real data, a size the
+// client declared (MAIL FROM SIZE=) is believed, within MaxMessageSize: the buffer
+// takes that size at once (and a little for line ends) and is never copied again.
+func (s *Session) grownCap(need int) int {
+	c := cap(s.Message.Data)
 	grow := c
 	if grow >= 1<<20 {
 		grow /= 4
 	}
-	return max(c+grow, need, 4096)
+	next := max(c+grow, need, 4096)
+	if declared := s.Envelope.Size; need > 1<<20 && declared >= need {
+		next = max(declared+declared/32+4096, need)
+		if m := s.cfg.maxMessage; m > 0 {
+			next = min(next, m)
+		}
+	}
+	return next
 }
 
 // lineEndString returns end as one of the constant strings, without allocating.

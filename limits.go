@@ -3,6 +3,8 @@ package smtpd
 import (
 	"context"
 	"log/slog"
+	"runtime"
+	"runtime/debug"
 	"time"
 )
 
@@ -151,8 +153,23 @@ func (s *Session) releaseBuffered() {
 	s.Message.Data = nil
 	if s.reserved > 0 {
 		s.srv.buffered.release(int64(s.reserved))
+		if s.reserved >= collectAfterGrowth {
+			runtime.GC() // its memory reused by the next message, not added to
+			s.srv.returnMemory()
+		}
 		s.reserved = 0
 	}
+}
+
+// returnMemory gives the memory of large messages back to the operating system at
+// once (not minutes later, as the runtime's scavenger would), at most once a second.
+func (srv *Server) returnMemory() {
+	now := time.Now().UnixNano()
+	last := srv.lastFreeOS.Load()
+	if now-last < int64(time.Second) || !srv.lastFreeOS.CompareAndSwap(last, now) {
+		return
+	}
+	go debug.FreeOSMemory() // a GC and a scavenge; the session need not wait
 }
 
 // accepted records a delivered message: counted, logged once at Info, and the
@@ -175,8 +192,15 @@ func (s *Session) greetDelay() bool {
 	if s.cfg.greetDelay <= 0 {
 		return true
 	}
-	if s.watchSilence(s.cfg.greetDelay, nil) == watchTimeout {
+	// The end of the wait is answered as a slot wait's is: a client that talked
+	// first gets its 554 and is counted (it used to be closed without a reply).
+	switch res := s.watchSilence(s.cfg.greetDelay, nil); res {
+	case watchTimeout:
 		return true
+	case watchGone:
+		s.logger.Debug("client left during GreetDelay")
+	default:
+		s.watchFailed(res)
 	}
 	return false
 }

@@ -232,6 +232,7 @@ type Server struct {
 	stats        serverStats
 	buffered     budget // MaxBufferedData
 	lastWaitWarn atomic.Int64
+	lastFreeOS   atomic.Int64
 	nextID       atomic.Uint64
 	idPrefix     string // random per Server, so session IDs differ across restarts
 
