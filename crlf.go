@@ -131,9 +131,21 @@ func (lr *lineReader) waitIdle() error {
 		readBuffers.Put(lr.br)
 		lr.br = nil
 	}
-	if lr.br != nil || len(lr.src.pending) > 0 {
+	if lr.br != nil && lr.br.Buffered() > 0 || len(lr.src.pending) > 0 {
 		return nil
 	}
+	n, err := lr.src.r.Read(lr.peek[:])
+	lr.src.pending = lr.peek[:n]
+	if n > 0 {
+		return nil
+	}
+	return err
+}
+
+// peekWait is waitIdle's read for a parked session, which holds no read buffer
+// already: kept to the shallowest stack, so that the runtime can shrink the parked
+// goroutine's stack.
+func (lr *lineReader) peekWait() error {
 	n, err := lr.src.r.Read(lr.peek[:])
 	lr.src.pending = lr.peek[:n]
 	if n > 0 {

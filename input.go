@@ -16,15 +16,27 @@ var (
 	errWrite        = errors.New("smtpd: writing a reply failed")
 )
 
+// loopResult is how commandLoop ended.
+type loopResult int
+
+const (
+	loopEnded  loopResult = iota // the session is over
+	loopParked                   // the client is idle: the session waits parked
+)
+
 // commandLoop reads and runs command lines until QUIT, an error that closes the
-// connection, or the server shutting down.
-func (s *Session) commandLoop() {
+// connection, the server shutting down — or the client going idle, when the
+// session parks (see park.go).
+func (s *Session) commandLoop() loopResult {
 	for !s.quit {
 		// AUTH with an initial response carries a whole AUTH response (RFC 4954
 		// 4) after "AUTH <mechanism> " (SASL names are at most 20 characters);
 		// every other command is cut at maxCommandLine below, unparsed.
-		line, err := s.readLine(maxAuthResponse+64, true)
-		if err == errSoftLimit || err == nil && len(line) > maxCommandLine+2 && !isAuthLine(line) {
+		line, err := s.readCommand(maxAuthResponse + 64)
+		if err == errParked {
+			return loopParked
+		}
+		if err == errSoftLimit || err == nil && commandTooLong(line) {
 			s.srv.stats.limit(&s.srv.stats.CommandTooLong)
 			s.logger.Info("command line too long; refused", "limit", maxCommandLine)
 			s.replyError(errCommandTooLong, false)
@@ -32,11 +44,11 @@ func (s *Session) commandLoop() {
 		}
 		if err != nil {
 			s.readFailed(err)
-			return
+			return loopEnded
 		}
 		if s.srv.isClosing.Load() {
 			s.replyError(SMTPError421, true)
-			return
+			return loopEnded
 		}
 		s.commands++
 		text, err := commandText(line, s.cfg.crlfMode)
@@ -61,14 +73,23 @@ func (s *Session) commandLoop() {
 			s.dispatch(text)
 		}
 	}
+	return loopEnded
+}
+
+// commandTooLong reports whether a command line (not AUTH, which has its own bound)
+// has more than maxCommandLine bytes before its line end. The line end is cut off
+// first: measured with it, a line ended by a bare LF got one byte more than the limit.
+func commandTooLong(line []byte) bool {
+	text, _ := splitLineEnd(line)
+	return len(text) > maxCommandLine && !isAuthLine(line)
 }
 
 // readLine reads one line of at most soft bytes (longer: errSoftLimit, the line
 // dropped). A deadline is set for the whole line when it is not already buffered:
 // one request, however slowly it drips in. Pending replies are flushed before
-// blocking. With command true the session counts as idle while it waits (Shutdown
-// interrupts it).
-func (s *Session) readLine(soft int, command bool) ([]byte, error) {
+// blocking. With idle true the session counts as idle while it waits (Shutdown
+// interrupts it) and holds no buffers meanwhile.
+func (s *Session) readLine(soft int, idle bool) ([]byte, error) {
 	if s.aborted.Load() {
 		return nil, errAborted
 	}
@@ -77,7 +98,7 @@ func (s *Session) readLine(soft int, command bool) ([]byte, error) {
 			return nil, errWrite
 		}
 		s.setReadDeadline()
-		if command {
+		if idle {
 			s.idle.Store(true)
 			defer s.idle.Store(false)
 			if s.srv.isClosing.Load() {
@@ -89,6 +110,44 @@ func (s *Session) readLine(soft int, command bool) ([]byte, error) {
 			}
 		}
 	}
+	return s.r.readLine(soft)
+}
+
+// readCommand is readLine for a command line, which may park the session while
+// the client is idle: errParked.
+func (s *Session) readCommand(soft int) ([]byte, error) {
+	if s.resumed { // the wait happened parked; the line's deadline still runs
+		s.resumed = false
+		s.idle.Store(false)
+		if err := s.parkErr; err != nil {
+			s.parkErr = nil
+			return nil, err
+		}
+		return s.r.readLine(soft)
+	}
+	if s.aborted.Load() {
+		return nil, errAborted
+	}
+	if s.r.hasLine() {
+		return s.r.readLine(soft)
+	}
+	if err := s.flush(); err != nil {
+		return nil, errWrite
+	}
+	s.setReadDeadline()
+	s.idle.Store(true)
+	if s.srv.isClosing.Load() {
+		s.idle.Store(false)
+		return nil, errShuttingDown
+	}
+	s.releaseWriter()
+	if err := s.waitOrPark(); err != nil {
+		if err != errParked {
+			s.idle.Store(false)
+		}
+		return nil, err // parked: still idle, the parked wait goes on
+	}
+	s.idle.Store(false)
 	return s.r.readLine(soft)
 }
 
@@ -105,6 +164,7 @@ func (s *Session) setReadDeadline() {
 	if at, ok := s.dataRateDeadline(); ok && (deadline.IsZero() || at.Before(deadline)) {
 		deadline, s.rateDeadline = at, true
 	}
+	s.lineDeadline = deadline
 	s.raw.SetReadDeadline(deadline)
 }
 

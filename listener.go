@@ -190,11 +190,8 @@ func (srv *Server) startSession(c net.Conn, implicitTLS bool) {
 	srv.connections.Add(1)
 	srv.stats.ConnectionsTotal.Add(1)
 	srv.mu.Unlock()
-	go func() {
-		defer srv.conns.Done()
-		defer srv.endSession(s)
-		s.serve()
-	}()
+	go s.serve() // Session.end unregisters it and calls srv.conns.Done
+
 }
 
 func (srv *Server) endSession(s *Session) {

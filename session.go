@@ -95,28 +95,29 @@ type Session struct {
 	// still read, then it is answered with this.
 	lineRefused error
 
-	implicitTLS   bool
-	overLimit     bool // accepted over MaxConnections: 421 after OnConnect
-	xclientOK     bool // XCLIENT is allowed from this client
-	xclientHelo   bool // Helo came from XCLIENT: a later HELO/EHLO does not replace it
-	ipCounted     string
-	state         sessionState
-	authFailures  int
-	errors        int // error replies since the last delivered message (MaxErrors)
-	junk          int // junk commands since the last delivered message (MaxJunkCommands)
-	commands      int // command lines read
-	reserved      int // bytes of MaxBufferedData this session holds
-	dataStart     time.Time
-	dataBytes     int
-	quit          bool
-	idle          atomic.Bool  // blocked waiting for a command line or a slot
-	aborted       atomic.Bool  // Close has taken the connection over
-	final         bool         // the queued replies end the session (221 or a closing 421)
-	bye           atomic.Int32 // who sends the last reply: byeNone, byeSession or byeAbort
-	rateDeadline  bool         // the read deadline is MinDataRate's, not the timeout's
-	admittedAt    time.Time
-	heldSlot      bool
-	messageLogged bool
+	implicitTLS  bool
+	overLimit    bool // accepted over MaxConnections: 421 after OnConnect
+	xclientOK    bool // XCLIENT is allowed from this client
+	xclientHelo  bool // Helo came from XCLIENT: a later HELO/EHLO does not replace it
+	ipCounted    string
+	state        sessionState
+	authFailures int
+	errors       int // error replies since the last delivered message (MaxErrors)
+	junk         int // junk commands since the last delivered message (MaxJunkCommands)
+	commands     int // command lines read
+	reserved     int // bytes of MaxBufferedData this session holds
+	dataStart    time.Time
+	dataBytes    int
+	quit         bool
+	idle         atomic.Bool  // blocked waiting for a command line or a slot
+	aborted      atomic.Bool  // Close has taken the connection over
+	final        bool         // the queued replies end the session (221 or a closing 421)
+	bye          atomic.Int32 // who sends the last reply: byeNone, byeSession or byeAbort
+	rateDeadline bool         // the read deadline is MinDataRate's, not the timeout's
+	stage        int          // stageNew ... stageEnded
+	lineDeadline time.Time    // the read deadline of the line being waited for
+	resumed      bool         // the wait for the next command was done parked
+	parkErr      error        // how that wait ended
 }
 
 // sessionState is where the session is in the RFC 5321 command sequence.
@@ -189,53 +190,96 @@ func (s *Session) TLSState() (tls.ConnectionState, bool) {
 	return *s.tlsState, true
 }
 
-// serve runs the session from connect to disconnect.
+// serve runs the session from connect to its first wait for a command; the rest
+// runs in loop, which may park the session (see park.go) and resume it on another
+// goroutine. end runs once, when the session is over.
 func (s *Session) serve() {
-	defer s.cancel()
-	defer s.closeConn()
+	defer s.recoverPanic()
 	if !s.readProxyHeader() {
+		s.end()
 		return
 	}
-	defer s.srv.uncountIP(s)
+	s.stage = stageConnected
 	s.xclientOK = s.cfg.xclientNets != nil && inNetworks(s.cfg.xclientNets, s.RemoteIP)
 	s.lookupHosts()
 	s.LocalResponse = s.LocalHost + " says welcome!"
 	s.HeloResponse = s.LocalHost + " at your service!"
 	s.logger.Debug("connected", "local", net.JoinHostPort(s.LocalIP, strconv.Itoa(s.LocalPort)))
-	defer s.disconnect()
-	defer s.recoverPanic()
-	s.run()
+	if !s.welcome() {
+		s.end()
+		return
+	}
+	s.loop()
 }
 
-// run is the session's life between connect and disconnect: OnConnect, the
-// connection limits, the wait for a processing slot, the banner and the commands.
-func (s *Session) run() {
+// welcome is the session's life up to its banner: OnConnect, the connection limits,
+// the wait for a processing slot, GreetDelay, implicit TLS. False when the session
+// ended there (its reply, if one was owed, sent).
+func (s *Session) welcome() bool {
 	if err := s.h.OnConnect(s); err != nil {
 		if _, ok := asSMTPError(err); !ok {
 			err = &wrappedReply{reply: SMTPError421, err: err}
 		}
 		s.replyError(err, true)
-		return
+		return false
 	}
 	if !s.withinConnectionLimits() || !s.admit() {
-		return
+		return false
 	}
-	defer s.srv.adm.release()
+	s.stage = stageAdmitted
 	s.srv.stats.SessionsActive.Add(1)
-	defer s.srv.stats.SessionsActive.Add(-1)
 	if s.srv.isClosing.Load() { // a slot freed by Close or Shutdown: no banner now
 		s.replyError(SMTPError421, true)
-		return
+		return false
 	}
 	if !s.greetDelay() {
-		return
+		return false
 	}
 	s.r = newLineReader(s.reader(), s.cfg.bufferMax) // only now: waiting sessions stay small
 	if s.implicitTLS && !s.handshake() {
-		return
+		return false
 	}
 	s.sendText(220, oneLine(s.LocalResponse))
-	s.commandLoop()
+	return true
+}
+
+// loop runs commands until the session ends (then end) or parks.
+func (s *Session) loop() {
+	defer s.recoverPanic()
+	if s.commandLoop() == loopParked {
+		s.park()
+		return
+	}
+	s.end()
+}
+
+// Stages of a session's life, for end: what it must undo.
+const (
+	stageNew       = iota // nothing yet (a refused PROXY header)
+	stageConnected        // counted by address, OnConnect may have run
+	stageAdmitted         // holds a processing slot
+	stageEnded
+)
+
+// end runs once when the session is over, on whichever goroutine it runs: it gives
+// the slot back, runs OnDisconnect, closes the connection and unregisters it.
+func (s *Session) end() {
+	if s.stage == stageEnded {
+		return
+	}
+	if s.stage >= stageAdmitted {
+		s.srv.stats.SessionsActive.Add(-1)
+		s.srv.adm.release()
+	}
+	if s.stage >= stageConnected {
+		s.disconnect()
+		s.srv.uncountIP(s)
+	}
+	s.stage = stageEnded
+	s.closeConn()
+	s.cancel()
+	s.srv.endSession(s)
+	s.srv.conns.Done()
 }
 
 // disconnect flushes what is pending and runs OnDisconnect.
@@ -269,11 +313,13 @@ func (s *Session) closeConn() {
 	s.raw.Close()
 }
 
-// recoverPanic turns a panic in a hook into a log line with its stack and a 421.
+// recoverPanic turns a panic in a hook into a log line with its stack and a 421,
+// and ends the session.
 func (s *Session) recoverPanic() {
 	if v := recover(); v != nil {
 		s.logger.Error("panic in session; connection closed", "panic", v, "stack", string(debug.Stack()))
 		s.replyError(SMTPError421, true)
+		s.end()
 	}
 }
 
