@@ -137,6 +137,9 @@ func (s *Session) admit() bool {
 	s.srv.stats.ConnectionsWaiting.Add(1)
 	defer s.srv.stats.ConnectionsWaiting.Add(-1)
 	s.srv.warnWaiting(s)
+	if s.srv.adm.waitingNow() == 1 { // stress mode begins: idle sessions get its shorter wait
+		tightenParked(s.srv, s.timeout())
+	}
 	res := s.watchSilence(s.cfg.waitTimeout, w.granted.Load)
 	if res == watchReady || s.srv.adm.withdraw(w) {
 		s.raw.SetReadDeadline(time.Time{})

@@ -106,7 +106,7 @@ func (s *Session) firstResponse(initial *string, prompt string) ([]byte, error) 
 func (s *Session) challenge(prompt string) ([]byte, error) {
 	s.sendText(334, prompt)
 	line, err := s.readLine(maxAuthResponse+2, true)
-	if err == errSoftLimit {
+	if err == errSoftLimit || err == nil && len(lineText(line)) > maxAuthResponse {
 		s.srv.stats.limit(&s.srv.stats.AuthTooLong)
 		return nil, errAuthTooLong
 	}

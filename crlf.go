@@ -281,6 +281,12 @@ func splitLineEnd(line []byte) (text, end []byte) {
 	return line, nil
 }
 
+// lineText is a line without its line end.
+func lineText(line []byte) []byte {
+	text, _ := splitLineEnd(line)
+	return text
+}
+
 // commandText returns the text of a command line under mode: the line without its
 // end. In CRLFStrict a line not ended by CRLF, or with a CR inside, is errBareLineEnd.
 func commandText(line []byte, mode CRLFMode) ([]byte, error) {

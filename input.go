@@ -80,8 +80,7 @@ func (s *Session) commandLoop() loopResult {
 // has more than maxCommandLine bytes before its line end. The line end is cut off
 // first: measured with it, a line ended by a bare LF got one byte more than the limit.
 func commandTooLong(line []byte) bool {
-	text, _ := splitLineEnd(line)
-	return len(text) > maxCommandLine && !isAuthLine(line)
+	return len(lineText(line)) > maxCommandLine && !isAuthLine(line)
 }
 
 // readLine reads one line of at most soft bytes (longer: errSoftLimit, the line

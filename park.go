@@ -8,10 +8,13 @@ import (
 
 // This file parks idle sessions. A session's goroutine has a deep stack (hooks,
 // TLS, logging) that the runtime does not shrink while it is blocked in a read.
-// When a client has sent nothing for parkAfter, the session's goroutine ends and a
-// fresh one, with a small stack, waits for the client's next bytes and then runs
-// the session on: an idle connection costs a few KiB, not a deep stack. Busy
-// clients never park, so their commands cost no goroutine hand-off.
+// When a client has sent nothing for parkAfter, the session's goroutine ends; on
+// Linux one poller (park_linux.go) watches every parked connection with epoll and
+// starts a goroutine for a session when its client sends again, its line's
+// deadline passes, or the server stops it; elsewhere a small goroutine per parked
+// session waits in a read. An idle connection costs its Session and buffers of a
+// few hundred bytes, no goroutine. Busy clients never park, so their commands cost
+// no hand-off.
 
 // parkAfter is how long a client may be silent before its session parks.
 const parkAfter = 200 * time.Millisecond
@@ -42,15 +45,24 @@ func (s *Session) waitOrPark() error {
 	return err
 }
 
-// park hands the wait for the client to a new goroutine and lets the caller's end.
-func (s *Session) park() { go s.resume() }
+// park hands the wait for the client to the poller, or to a new goroutine where
+// there is none, and lets the caller's goroutine end.
+func (s *Session) park() {
+	if !parkPolled(s) {
+		go s.resume(nil)
+	}
+}
 
-// resume waits, parked, for the client's next bytes (or the line's deadline, or
-// Shutdown interrupting it, or Close), then runs the session on.
-func (s *Session) resume() {
-	if s.srv.isClosing.Load() {
+// resume runs a parked session on: why is the reason its wait ended without the
+// client's bytes (a deadline, Shutdown, Close), or nil: then it reads them (or, in
+// the goroutine fallback, waits for them).
+func (s *Session) resume(why error) {
+	switch {
+	case why != nil:
+		s.parkErr = why
+	case s.srv.isClosing.Load():
 		s.parkErr = errShuttingDown
-	} else {
+	default:
 		s.parkErr = s.r.peekWait()
 	}
 	s.resumed = true

@@ -266,5 +266,6 @@ func (s *Session) abort(reply *SMTPError) {
 	if s.bye.CompareAndSwap(byeNone, byeAbort) && s.canReply() {
 		io.WriteString(s.conn, formatReply(reply.Code, s.enhancedCode(reply), reply.Message))
 	}
-	s.raw.Close() // before unlocking: no reply may follow the 421
+	unpark(s, errAborted) // a parked session ends on its own goroutine; before the close, so its descriptor leaves the poller first
+	s.raw.Close()         // before unlocking: no reply may follow the 421
 }

@@ -109,15 +109,16 @@ type Session struct {
 	dataStart    time.Time
 	dataBytes    int
 	quit         bool
-	idle         atomic.Bool  // blocked waiting for a command line or a slot
-	aborted      atomic.Bool  // Close has taken the connection over
-	final        bool         // the queued replies end the session (221 or a closing 421)
-	bye          atomic.Int32 // who sends the last reply: byeNone, byeSession or byeAbort
-	rateDeadline bool         // the read deadline is MinDataRate's, not the timeout's
-	stage        int          // stageNew ... stageEnded
-	lineDeadline time.Time    // the read deadline of the line being waited for
-	resumed      bool         // the wait for the next command was done parked
-	parkErr      error        // how that wait ended
+	idle         atomic.Bool   // blocked waiting for a command line or a slot
+	aborted      atomic.Bool   // Close has taken the connection over
+	final        bool          // the queued replies end the session (221 or a closing 421)
+	bye          atomic.Int32  // who sends the last reply: byeNone, byeSession or byeAbort
+	rateDeadline bool          // the read deadline is MinDataRate's, not the timeout's
+	stage        int           // stageNew ... stageEnded
+	lineDeadline time.Time     // the read deadline of the line being waited for
+	resumed      bool          // the wait for the next command was done parked
+	parkID       atomic.Uint64 // the poller's token while parked (park_linux.go); 0 otherwise
+	parkErr      error         // how that wait ended
 }
 
 // sessionState is where the session is in the RFC 5321 command sequence.
@@ -344,6 +345,7 @@ func (s *Session) lookupHosts() {
 func (s *Session) interruptIdle() {
 	if s.idle.Load() {
 		s.raw.SetReadDeadline(time.Unix(1, 0))
+		unpark(s, errShuttingDown)
 	}
 }
 

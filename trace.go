@@ -14,25 +14,35 @@ import (
 // maxExcerpt is how many bytes of client input a log line carries at most.
 const maxExcerpt = 64
 
-// maxTraced is how many bytes of a protocol line a Debug trace carries at most.
-const maxTraced = 512
+// maxTraced is how many bytes a Debug trace's quoted excerpt of a protocol line has
+// at most. The log handler escapes that excerpt once more (each \ and " doubled),
+// so a trace line stays under 1 KiB whatever the client sends.
+const maxTraced = 384
 
-// excerpt returns a short, escaped excerpt of client input for a log line: at most
-// maxExcerpt bytes, quoted (control characters escaped), with the full length when
-// cut.
+// excerpt returns a short, escaped excerpt of client input for a log line: quoted
+// (control characters and invalid UTF-8 escaped), at most maxExcerpt bytes once
+// quoted, with the full length when cut.
 func excerpt(s string) string {
 	return clip(s, maxExcerpt)
 }
 
+// clip quotes s, cut so that the quoted text has at most n bytes plus its quotes:
+// escaping makes up to 4 bytes of one (\xff), so cutting the input at n is not enough.
 func clip(s string, n int) string {
-	if len(s) <= n {
-		return strconv.Quote(s)
+	cut := min(len(s), n)
+	for {
+		for cut > 0 && cut < len(s) && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		q := strconv.Quote(s[:cut])
+		if len(q) <= n+2 || cut == 0 {
+			if cut == len(s) {
+				return q
+			}
+			return q + "... (" + strconv.Itoa(len(s)) + " bytes)"
+		}
+		cut = cut * (n + 2) / len(q) // strictly less: len(q) > n+2
 	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "... (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // traceSent logs a reply at Debug.
