@@ -8,8 +8,9 @@ package smtpd
 // with that error's code and text; SMTPError421 also closes the connection. Any other
 // error is logged and answered "451 Requested action aborted: local error in
 // processing". A panic is recovered, logged with its stack, answered 421 and that
-// connection is closed. Hooks of one session run on that session's goroutine, one at
-// a time; hooks of different sessions run concurrently.
+// connection is closed. Hooks of one session run one at a time (an idle session
+// may resume on another goroutine, so do not keep goroutine-local state); hooks of
+// different sessions run concurrently.
 type Handler interface {
 	// OnConnect runs when a client connects, before the banner. It may change
 	// s.LocalResponse and s.HeloResponse. An error refuses the connection: its reply

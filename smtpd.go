@@ -16,7 +16,7 @@
 //
 // Where MidiSmtpServer breaks an RFC or is unsafe (SMTP smuggling, STARTTLS command
 // injection, state kept across STARTTLS, plaintext AUTH), this package follows the
-// RFC; the README lists each difference.
+// RFC; docs/midi-smtp-server.md lists each difference.
 package smtpd
 
 import (

@@ -15,7 +15,7 @@ import (
 // strings (after the OWASP cheat sheet) in crypto/tls suite IDs, strongest first.
 // Each is a copy: changing one changes no default and no other server. They choose
 // TLS 1.2 suites only: TLS 1.3 is always on with Go's own suites, and TLS
-// 1.2 is the minimum version. The README lists which OpenSSL name maps to which suite
+// 1.2 is the minimum version. docs/midi-smtp-server.md lists which OpenSSL name maps to which suite
 // and the ones Go does not offer.
 var (
 	// TLSCiphersAdvancedPlus is "Advanced+ (A+)", the default: ECDHE with AES-GCM.

@@ -19,15 +19,16 @@ const maxExcerpt = 64
 // so a trace line stays under 1 KiB whatever the client sends.
 const maxTraced = 384
 
-// excerpt returns a short, escaped excerpt of client input for a log line: quoted
-// (control characters and invalid UTF-8 escaped), at most maxExcerpt bytes once
-// quoted, with the full length when cut.
+// excerpt returns a short, escaped excerpt of client input for a log line: escaped
+// as a Go string literal (control characters and invalid UTF-8 as \x..), without
+// the quotes, at most maxExcerpt bytes, with the full length when cut.
 func excerpt(s string) string {
 	return clip(s, maxExcerpt)
 }
 
-// clip quotes s, cut so that the quoted text has at most n bytes plus its quotes:
-// escaping makes up to 4 bytes of one (\xff), so cutting the input at n is not enough.
+// clip escapes s as strconv.Quote does (without the quotes), cut so that the
+// result has at most n bytes: escaping makes up to 4 bytes of one (\xff), so
+// cutting the input at n is not enough.
 func clip(s string, n int) string {
 	cut := min(len(s), n)
 	for {
@@ -36,6 +37,7 @@ func clip(s string, n int) string {
 		}
 		q := strconv.Quote(s[:cut])
 		if len(q) <= n+2 || cut == 0 {
+			q = q[1 : len(q)-1] // the escapes without the quotes: the log handler quotes as it must
 			if cut == len(s) {
 				return q
 			}
