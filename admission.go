@@ -212,23 +212,16 @@ func (s *Session) reader() net.Conn {
 	if len(s.early) == 0 {
 		return s.raw
 	}
-	return &prefixConn{Conn: s.raw, pre: s.early}
+	return &earlyConn{Conn: s.raw, r: primedReader{r: s.raw, pending: s.early}}
 }
 
-// prefixConn is a connection whose first reads return pre.
-type prefixConn struct {
+// earlyConn is a connection whose first reads return what was read early.
+type earlyConn struct {
 	net.Conn
-	pre []byte
+	r primedReader
 }
 
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(p, c.pre)
-		c.pre = c.pre[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
+func (c *earlyConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // warnWaiting logs at Warn that connections wait for a slot: the first time, then
 // at most once a second, so a flood of waiting connections is not a flood of logs.

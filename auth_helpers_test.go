@@ -1,10 +1,8 @@
 package smtpd
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/base64"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,7 +150,7 @@ func (h *secHandler) snapshots(t *testing.T, n int) []secSnapshot {
 // waitDisconnects waits until n sessions ended and returns their Exceptions counts.
 func (h *secHandler) waitDisconnects(t *testing.T, n int) []int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testTimeout)
 	for {
 		h.mu.Lock()
 		d := append([]int(nil), h.disconnects...)
@@ -161,61 +159,8 @@ func (h *secHandler) waitDisconnects(t *testing.T, n int) []int {
 			return d
 		}
 		if time.Now().After(deadline) {
-			require.Failf(t, "disconnects", "wanted %d OnDisconnect calls, got %d", n, len(d))
+			require.FailNowf(t, "disconnects", "wanted %d OnDisconnect calls, got %d", n, len(d))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// authServe serves a plaintext server (TLS forbidden) with AUTH in mode and h.
-func authServe(t *testing.T, mode AuthMode, h *secHandler, mod func(*Server)) string {
-	t.Helper()
-	srv := &Server{Handler: h, AuthMode: mode}
-	if mod != nil {
-		mod(srv)
-	}
-	return serve(t, srv)
-}
-
-// rawLine reads one reply line exactly as sent, CRLF included.
-func (c *client) rawLine() string {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := c.r.ReadString('\n')
-	require.NoError(c.t, err, "reading a raw reply line (got %q)", line)
-	return line
-}
-
-// ehloLines sends EHLO and returns the reply lines.
-func (c *client) ehloLines(domain string) []string {
-	c.t.Helper()
-	return strings.Split(c.cmd("EHLO "+domain, 250), "\n")
-}
-
-// sendMessage runs MAIL, RCPT, DATA with a one-line body and expects 250 at the end.
-func (c *client) sendMessage(from, to string) {
-	c.t.Helper()
-	c.cmd("MAIL FROM:<"+from+">", 250)
-	c.cmd("RCPT TO:<"+to+">", 250)
-	c.cmd("DATA", 354)
-	c.send("Subject: t\r\n\r\nbody\r\n.\r\n")
-	c.expect(250)
-}
-
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -12,7 +12,6 @@ import (
 const (
 	text235 = "OK"
 	text535 = "Authentication credentials invalid"
-	text530 = "Authentication required"
 	text538 = "Encryption required for requested authentication mechanism"
 )
 
@@ -32,19 +31,13 @@ func TestAuthForbidden(t *testing.T) {
 		"AUTH",
 		"auth plain",
 	} {
-		code, text := c.reply2(cmd)
+		c.send(cmd + "\r\n")
+		code, text := c.reply()
 		require.Equal(t, 500, code, "%s: %q (never 334)", cmd, text)
 		// No exchange was started: the next command is a command.
 		c.cmd("NOOP", 250)
 	}
 	require.Empty(t, h.authCalls())
-}
-
-// reply2 sends a command line and returns the reply's code and text.
-func (c *client) reply2(line string) (int, string) {
-	c.t.Helper()
-	c.send(line + "\r\n")
-	return c.reply()
 }
 
 func TestAuthAdvertised(t *testing.T) {
@@ -72,12 +65,12 @@ func TestAuthRequired(t *testing.T) {
 		addr := authServe(t, AuthRequired, h, nil)
 		c := dialGreeted(t, addr)
 		c.ehloLines("client.example")
-		require.Equal(t, text530, c.cmd("MAIL FROM:<a@example.com>", 530))
+		require.Equal(t, protoText530Auth, c.cmd("MAIL FROM:<a@example.com>", 530))
 		// MAIL was refused, so RCPT and DATA are out of sequence (state is checked first).
 		c.cmd("RCPT TO:<b@example.com>", 503)
 		c.cmd("DATA", 503)
 		require.Equal(t, text535, c.cmd("AUTH PLAIN "+plainResp("", authUser, authWrong), 535))
-		require.Equal(t, text530, c.cmd("MAIL FROM:<a@example.com>", 530), "a failed AUTH does not authenticate")
+		require.Equal(t, protoText530Auth, c.cmd("MAIL FROM:<a@example.com>", 530), "a failed AUTH does not authenticate")
 		c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 235)
 		c.sendMessage("a@example.com", "b@example.com")
 		c.cmd("QUIT", 221)
@@ -104,7 +97,7 @@ func TestAuthRequired(t *testing.T) {
 			for _, st := range tc.steps {
 				text := c.cmd(st.send, st.code)
 				if st.code == 530 {
-					require.Equal(t, text530, text)
+					require.Equal(t, protoText530Auth, text)
 				}
 			}
 		})
@@ -575,6 +568,53 @@ func TestAuthSecretsNotLogged(t *testing.T) {
 			for _, s := range secrets {
 				require.NotContains(t, out, s, "a secret reached the log")
 			}
+		})
+	}
+}
+
+// After a refused AUTH (503 inside a transaction, or 500 for a line sent ahead of
+// its turn) the client's base64 credentials arrive as command lines; they used to
+// be traced.
+func TestAuthRefusedCredentialsNotLogged(t *testing.T) {
+	const user, pass = "refused-user", "Refu5ed-Secret!"
+	tests := []struct {
+		name    string
+		steps   []string // one write each
+		replies []int    // replies per step (codes, or 0 for any)
+	}{
+		{
+			name:    "AUTH LOGIN refused inside a transaction",
+			steps:   []string{"EHLO x\r\n", "MAIL FROM:<a@b.example>\r\n", "AUTH LOGIN\r\n", b64(pass) + "\r\n"},
+			replies: []int{250, 250, 503, 500},
+		},
+		{
+			name:    "AUTH LOGIN with both responses in one write, pipelining off",
+			steps:   []string{"EHLO x\r\n", "AUTH LOGIN\r\n" + b64(user) + "\r\n" + b64(pass) + "\r\n"},
+			replies: []int{250, 0, 0, 0},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs lockedBuffer
+			srv := &Server{AuthMode: AuthOptional,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			c := dialGreeted(t, serve(t, srv))
+			r := 0
+			for _, step := range tc.steps {
+				c.send(step)
+				for range strings.Count(step, "\n") {
+					code, text := c.reply()
+					if want := tc.replies[r]; want != 0 {
+						require.Equal(t, want, code, "reply %d: %q", r+1, text)
+					}
+					r++
+				}
+			}
+			c.cmd("QUIT", 221) // every line above was traced before its reply
+			out := logs.String()
+			require.Contains(t, out, "AUTH LOGIN", "the debug trace is not captured")
+			require.NotContains(t, out, b64(pass))
+			require.NotContains(t, out, pass)
 		})
 	}
 }

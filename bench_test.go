@@ -91,21 +91,6 @@ func benchMessage(size int) (wire []byte, msgLen int) {
 	return []byte(w.String()), msgLen
 }
 
-// benchServe serves srv (BaseHandler: every message accepted and discarded) on
-// loopback for the benchmark.
-func benchServe(b *testing.B, srv *Server) string {
-	b.Helper()
-	srv.Logger = testLogger()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { srv.Serve(l); close(done) }()
-	b.Cleanup(func() { srv.Close(); <-done })
-	return l.Addr().String()
-}
-
 // BenchmarkDataReader measures the DATA path (line reading, terminator test,
 // dot-unstuffing, line-end handling, storing) for 1 MiB messages over one loopback
 // connection, in each CRLF mode. MB/s counts message bytes.
@@ -115,7 +100,7 @@ func BenchmarkDataReader(b *testing.B) {
 	req := append(append([]byte(nil), envelope...), wire...)
 	for _, mode := range smugModes {
 		b.Run(mode.String(), func(b *testing.B) {
-			addr := benchServe(b, &Server{CRLFMode: mode, Pipelining: true})
+			addr := serve(b, &Server{CRLFMode: mode, Pipelining: true})
 			c := benchDial(b, addr)
 			b.SetBytes(int64(msgLen))
 			b.ReportAllocs()
@@ -140,7 +125,7 @@ func BenchmarkTransaction(b *testing.B) {
 	rcpt := []byte("RCPT TO:<b@example.org>\r\n")
 	data := []byte("DATA\r\n")
 	b.Run("lockstep", func(b *testing.B) {
-		c := benchDial(b, benchServe(b, &Server{}))
+		c := benchDial(b, serve(b, &Server{}))
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
@@ -158,7 +143,7 @@ func BenchmarkTransaction(b *testing.B) {
 		c.quit()
 	})
 	b.Run("pipelined", func(b *testing.B) {
-		c := benchDial(b, benchServe(b, &Server{Pipelining: true}))
+		c := benchDial(b, serve(b, &Server{Pipelining: true}))
 		req := append(append(append(append([]byte(nil), mail...), rcpt...), data...), wire...)
 		b.ReportAllocs()
 		b.ResetTimer()

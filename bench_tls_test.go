@@ -20,14 +20,7 @@ func BenchmarkSTARTTLS(b *testing.B) {
 		{"RSA-2048", "testdata/certs/rsa2048.crt", "testdata/certs/rsa2048.key"},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			srv := &Server{TLSMode: TLSOptional, TLSCertPath: tc.cert, TLSKeyPath: tc.key,
-				MaxProcessings: 16, Logger: testLogger()}
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			go srv.Serve(l)
-			b.Cleanup(func() { srv.Close() })
+			addr := serve(b, &Server{TLSMode: TLSOptional, TLSCertPath: tc.cert, TLSKeyPath: tc.key, MaxProcessings: 16})
 			pem, err := os.ReadFile(tc.cert)
 			if err != nil {
 				b.Fatal(err)
@@ -37,7 +30,7 @@ func BenchmarkSTARTTLS(b *testing.B) {
 			cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"} // no session cache: full handshakes
 			b.ResetTimer()
 			for b.Loop() {
-				benchSTARTTLSSession(b, l.Addr().String(), cfg)
+				benchSTARTTLSSession(b, addr, cfg)
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sessions/s")
 		})

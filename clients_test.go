@@ -107,20 +107,6 @@ func clientsCertPEM(t *testing.T, srv *Server) string {
 	return clientsFile(t, "server.pem", b.String())
 }
 
-// clientsServe serves a secHandler with the given modes and returns the address.
-func clientsServe(t *testing.T, tlsMode TLSMode, authMode AuthMode) (*Server, *secHandler, string) {
-	t.Helper()
-	h := newSecHandler()
-	srv := &Server{Handler: h, TLSMode: tlsMode, AuthMode: authMode}
-	var addr string
-	if tlsMode == TLSForbidden {
-		addr = serve(t, srv)
-	} else {
-		addr, _ = tlsServe(t, srv)
-	}
-	return srv, h, addr
-}
-
 // clientsCheck waits for the one message and checks it and its session state.
 func clientsCheck(t *testing.T, h *secHandler, encrypted bool, authID string) {
 	t.Helper()

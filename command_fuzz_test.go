@@ -45,8 +45,8 @@ func FuzzCommandLine(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	addrOff := fzServe(f, &Server{CRLFMode: CRLFEnsure})
-	addrOn := fzServe(f, &Server{CRLFMode: CRLFStrict, Pipelining: true})
+	addrOff := serve(f, &Server{CRLFMode: CRLFEnsure})
+	addrOn := serve(f, &Server{CRLFMode: CRLFStrict, Pipelining: true})
 
 	f.Fuzz(func(t *testing.T, line string) {
 		if strings.IndexByte(line, '\n') >= 0 || len(line) > 64<<10 {

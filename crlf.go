@@ -134,12 +134,7 @@ func (lr *lineReader) waitIdle() error {
 	if lr.br != nil && lr.br.Buffered() > 0 || len(lr.src.pending) > 0 {
 		return nil
 	}
-	n, err := lr.src.r.Read(lr.peek[:])
-	lr.src.pending = lr.peek[:n]
-	if n > 0 {
-		return nil
-	}
-	return err
+	return lr.peekWait()
 }
 
 // peekWait is waitIdle's read for a parked session, which holds no read buffer
@@ -178,6 +173,7 @@ const maxKeptLine = 64 << 10
 // being stored: errSoftLimit, and the next line can be read. Input that ends without
 // LF is io.ErrUnexpectedEOF (or io.EOF when nothing of the line came).
 func (lr *lineReader) readLine(soft int) ([]byte, error) {
+	soft = min(soft, lr.max) // IOBufferMaxSize bounds every line, soft or not
 	if cap(lr.long) > maxKeptLine {
 		lr.long = nil
 	}

@@ -13,25 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Shared by the fuzz targets of this package (crlf_fuzz_test.go, command_fuzz_test.go).
-
-// fzServe serves srv on a fresh loopback port for the whole fuzz process (the fuzz
-// function's body runs once per worker, before f.Fuzz) and closes it at cleanup.
-func fzServe(tb testing.TB, srv *Server) string {
-	tb.Helper()
-	if srv.Logger == nil {
-		srv.Logger = testLogger()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	tb.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return l.Addr().String()
-}
+// Shared by the fuzz targets that drive a server (FuzzDataReader here, FuzzCommandLine
+// in command_fuzz_test.go). serve, called in a fuzz function's body, runs once per
+// fuzz worker, before f.Fuzz; its server serves every input of that worker.
 
 var fzSeq atomic.Uint64
 
@@ -181,7 +165,7 @@ func FuzzDataReader(f *testing.F) {
 	h := newSmugHandler()
 	var addrs [3]string
 	for i, mode := range smugModes {
-		addrs[i] = fzServe(f, &Server{Handler: h, CRLFMode: mode, Pipelining: true})
+		addrs[i] = serve(f, &Server{Handler: h, CRLFMode: mode, Pipelining: true})
 	}
 
 	// transaction sends data (already ended by "\r\n.\r\n" as needed) after a

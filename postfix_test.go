@@ -435,9 +435,10 @@ func (h *postfixLogHandler) Handle(_ context.Context, r slog.Record) error {
 	defer h.tr.mu.Unlock()
 	h.tr.text.WriteString(b.String() + "\n")
 	if r.Message == "recv" || r.Message == "send" {
-		// The trace quotes the line (and may add "... (N bytes)" after the quote).
-		if q, err := strconv.QuotedPrefix(line); err == nil {
-			line, _ = strconv.Unquote(q)
+		// The trace escapes the line as a Go string literal without its quotes
+		// (and may add "... (N bytes)" when it cut it).
+		if u, err := strconv.Unquote(`"` + line + `"`); err == nil {
+			line = u
 		}
 		h.tr.entries = append(h.tr.entries, postfixTraceEntry{Session: session, Dir: r.Message, Line: line})
 	}

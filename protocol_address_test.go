@@ -1,9 +1,11 @@
-package smtpd
+package smtpd_test
 
 import (
 	"strings"
 	"testing"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -100,43 +102,43 @@ func TestProtocolMailAddresses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
 			enc := make(chan [2]string, 1)
-			h := &hookHandler{mail: func(s *Session, from string) (string, error) {
+			h := &hookHandler{mail: func(s *smtpd.Session, from string) (string, error) {
 				got <- from
 				enc <- [2]string{s.Envelope.EncodingBody, s.Envelope.EncodingUTF8}
 				return "", nil
-			}, unknown: func(s *Session, line string) error {
+			}, unknown: func(s *smtpd.Session, line string) error {
 				enc <- [2]string{s.Envelope.EncodingBody, s.Envelope.EncodingUTF8}
 				return nil
 			}}
-			addr := serve(t, &Server{Handler: h, Internationalization: tc.i18n})
-			c := protoGreeted(t, addr)
+			ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.Internationalization = tc.i18n })
+			c := greeted(t, ts)
 			verb := "MAIL FROM:"
 			if tc.name == "from case-insensitive" {
 				verb = "mail From:"
 			}
-			c.send(verb + tc.arg + "\r\n")
-			code, text := c.reply()
+			c.Send(verb + tc.arg + "\r\n")
+			code, text := c.Reply()
 			require.Equal(t, tc.code, code, "reply text %q", text)
 			switch tc.code {
 			case 250:
-				require.Equal(t, protoTextOK, text)
+				require.Equal(t, smtpd.ProtoTextOK, text)
 				require.Equal(t, tc.from, <-got)
 				require.Equal(t, [2]string{tc.body, tc.utf8}, <-enc, "encodings seen by OnMailFrom")
-				c.cmd("XSTATE", 250)
+				c.Cmd("XSTATE", 250)
 				require.Equal(t, [2]string{tc.body, tc.utf8}, <-enc, "encodings kept in the envelope")
-				c.cmd("RCPT TO:<r@d.example>", 250)
+				c.Cmd("RCPT TO:<r@d.example>", 250)
 			case 501:
-				require.Equal(t, protoText501, text)
+				require.Equal(t, smtpd.ProtoText501, text)
 			case 553:
-				require.Equal(t, protoText553, text)
+				require.Equal(t, smtpd.ProtoText553, text)
 			case 555:
-				require.Equal(t, protoText555, text)
+				require.Equal(t, smtpd.ProtoText555, text)
 			}
 			if tc.code != 250 {
 				require.Len(t, got, 0, "OnMailFrom must not run for a refused path")
 				// No transaction started.
-				c.cmd("RCPT TO:<r@d.example>", 503)
-				c.cmd("MAIL FROM:<a@b.example>", 250)
+				c.Cmd("RCPT TO:<r@d.example>", 503)
+				c.Cmd("MAIL FROM:<a@b.example>", 250)
 			}
 		})
 	}
@@ -148,16 +150,16 @@ func TestProtocolMailAddressCRandNUL(t *testing.T) {
 	for _, arg := range []string{"<a\r@b.example>", "<a@b.exa\x00mple>", "<a@b.example>\x00"} {
 		t.Run(strings.NewReplacer("\r", `\r`, "\x00", `\0`).Replace(arg), func(t *testing.T) {
 			called := make(chan string, 1)
-			addr := serve(t, &Server{Handler: &hookHandler{mail: func(s *Session, from string) (string, error) {
+			ts := smtptest.NewServer(t, &hookHandler{mail: func(s *smtpd.Session, from string) (string, error) {
 				called <- from
 				return "", nil
-			}}})
-			c := protoGreeted(t, addr)
-			c.send("MAIL FROM:" + arg + "\r\n")
-			code, _ := c.reply()
+			}})
+			c := greeted(t, ts)
+			c.Send("MAIL FROM:" + arg + "\r\n")
+			code, _ := c.Reply()
 			require.Contains(t, []int{500, 501}, code)
 			require.Len(t, called, 0)
-			c.cmd("RCPT TO:<r@d.example>", 503)
+			c.Cmd("RCPT TO:<r@d.example>", 503)
 		})
 	}
 }
@@ -188,40 +190,40 @@ func TestProtocolRcptAddresses(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
-			addr := serve(t, &Server{Internationalization: true, Handler: &hookHandler{rcpt: func(s *Session, to string) (string, error) {
+			ts := smtptest.NewServer(t, &hookHandler{rcpt: func(s *smtpd.Session, to string) (string, error) {
 				got <- to
 				return "", nil
-			}}})
-			c := protoGreeted(t, addr)
-			c.cmd("MAIL FROM:"+tc.mail, 250)
+			}}, func(s *smtpd.Server) { s.Internationalization = true })
+			c := greeted(t, ts)
+			c.Cmd("MAIL FROM:"+tc.mail, 250)
 			line := "RCPT TO:" + tc.arg
 			if tc.name == "missing TO:" {
 				line = "RCPT <c@d.example>"
 			}
-			c.cmd(line, tc.code)
+			c.Cmd(line, tc.code)
 			if tc.code == 250 {
 				require.Equal(t, tc.to, <-got)
-				c.cmd("DATA", 354)
+				c.Cmd("DATA", 354)
 			} else {
 				require.Len(t, got, 0, "OnRcptTo must not run for a refused path")
-				c.cmd("DATA", 503)
+				c.Cmd("DATA", 503)
 			}
 		})
 	}
 }
 
 func TestProtocolHookReplacements(t *testing.T) {
-	h := newRecorder()
+	h := &smtptest.Recorder{}
 	seen := make(chan string, 4)
 	hh := &hookHandler{
-		mail: func(s *Session, from string) (string, error) {
+		mail: func(s *smtpd.Session, from string) (string, error) {
 			seen <- "from:" + from
 			if from == "" {
 				return "", nil // empty return keeps the original
 			}
 			return "replaced-" + from, nil
 		},
-		rcpt: func(s *Session, to string) (string, error) {
+		rcpt: func(s *smtpd.Session, to string) (string, error) {
 			seen <- "to:" + to
 			if to == "keep@d.example" {
 				return "", nil
@@ -230,28 +232,28 @@ func TestProtocolHookReplacements(t *testing.T) {
 		},
 		message: h.OnMessage,
 	}
-	addr := serve(t, &Server{Handler: hh})
-	c := protoGreeted(t, addr)
-	c.cmd("MAIL FROM:<a@b.example>", 250)
-	c.cmd("RCPT TO:<c@d.example>", 250)
-	c.cmd("RCPT TO:keep@d.example", 250)
-	c.cmd("DATA", 354)
-	c.send("x\r\n.\r\n")
-	c.expect(250)
-	m := h.waitMessages(t, 1)[0]
+	ts := smtptest.NewServer(t, hh)
+	c := greeted(t, ts)
+	c.Cmd("MAIL FROM:<a@b.example>", 250)
+	c.Cmd("RCPT TO:<c@d.example>", 250)
+	c.Cmd("RCPT TO:keep@d.example", 250)
+	c.Cmd("DATA", 354)
+	c.Send("x\r\n.\r\n")
+	c.Expect(250)
+	m := h.Wait(t, 1)[0]
 	require.Equal(t, "replaced-a@b.example", m.From)
 	require.Equal(t, []string{"alias@d.example", "keep@d.example"}, m.To)
 	require.Equal(t, "from:a@b.example", <-seen)
 	require.Equal(t, "to:c@d.example", <-seen)
 	require.Equal(t, "to:keep@d.example", <-seen)
 
-	c.cmd("MAIL FROM:<>", 250)
+	c.Cmd("MAIL FROM:<>", 250)
 	require.Equal(t, "from:", <-seen)
-	c.cmd("RCPT TO:<keep@d.example>", 250)
+	c.Cmd("RCPT TO:<keep@d.example>", 250)
 	<-seen
-	c.cmd("DATA", 354)
-	c.send("y\r\n.\r\n")
-	c.expect(250)
-	m = h.waitMessages(t, 2)[1]
+	c.Cmd("DATA", 354)
+	c.Send("y\r\n.\r\n")
+	c.Expect(250)
+	m = h.Wait(t, 2)[1]
 	require.Equal(t, "", m.From)
 }

@@ -1,210 +1,93 @@
-package smtpd
+package smtpd_test
 
 import (
 	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
-// The reply texts of DESIGN.md's Protocol section, as a client reads them.
-const (
-	protoTextOK        = "OK"
-	protoText354       = `Enter message, ending with "." on a line by itself`
-	protoText250Data   = "Requested mail action okay, completed"
-	protoText221       = "Service closing transmission channel"
-	protoText421       = "Service not available, closing transmission channel"
-	protoText421Busy   = "Service too busy or not available, closing transmission channel"
-	protoText421Time   = "Timeout, closing transmission channel"
-	protoText421Long   = "Line too long, closing transmission channel"
-	protoText451       = "Requested action aborted: local error in processing"
-	protoText500       = "Syntax error, command unrecognised or error in parameters or arguments"
-	protoText500Pipe   = "Bad input, PIPELINING is not allowed"
-	protoText501       = "Syntax error in parameters or arguments"
-	protoText503       = "Bad sequence of commands"
-	protoText530Auth   = "Authentication required"
-	protoText530TLS    = "Encryption required, must issue STARTTLS command first"
-	protoText552       = "Requested mail action aborted: exceeded storage allocation"
-	protoText553       = "Requested action not taken: mailbox name not allowed"
-	protoText555       = "MAIL FROM/RCPT TO parameters not recognized or not implemented"
-	protoTextBanner    = "127.0.0.1 says welcome!"
-	protoTextHelo      = "OK 127.0.0.1 at your service!"
-	protoTextEhloFirst = "127.0.0.1 at your service!"
-	protoTextEhloSize  = "SIZE 33554432" // SIZE is always listed (RFC 1870), with the default MaxMessageSize
-)
+// The black-box tests (package smtpd_test) run the server through package smtptest:
+// smtptest.NewServer, its Conn for raw protocol, its Recorder for messages. The
+// reply texts they check, smtpd.ProtoText*, are the in-package tests' protoText
+// constants (helpers_test.go), exported to this package for the tests only.
 
-// hookHandler is a Handler whose hooks are set per test; an unset hook behaves as
-// BaseHandler's.
-type hookHandler struct {
-	BaseHandler
-	connect    func(s *Session) error
-	disconnect func(s *Session)
-	helo       func(s *Session, helo string) error
-	mail       func(s *Session, from string) (string, error)
-	rcpt       func(s *Session, to string) (string, error)
-	dataStart  func(s *Session) error
-	dataRecv   func(s *Session) error
-	dataHdrs   func(s *Session) error
-	message    func(s *Session) error
-	unknown    func(s *Session, line string) error
-}
-
-func (h *hookHandler) OnConnect(s *Session) error {
-	if h.connect != nil {
-		return h.connect(s)
-	}
-	return h.BaseHandler.OnConnect(s)
-}
-
-func (h *hookHandler) OnDisconnect(s *Session) {
-	if h.disconnect != nil {
-		h.disconnect(s)
-	}
-}
-
-func (h *hookHandler) OnHelo(s *Session, helo string) error {
-	if h.helo != nil {
-		return h.helo(s, helo)
-	}
-	return h.BaseHandler.OnHelo(s, helo)
-}
-
-func (h *hookHandler) OnMailFrom(s *Session, from string) (string, error) {
-	if h.mail != nil {
-		return h.mail(s, from)
-	}
-	return h.BaseHandler.OnMailFrom(s, from)
-}
-
-func (h *hookHandler) OnRcptTo(s *Session, to string) (string, error) {
-	if h.rcpt != nil {
-		return h.rcpt(s, to)
-	}
-	return h.BaseHandler.OnRcptTo(s, to)
-}
-
-func (h *hookHandler) OnDataStart(s *Session) error {
-	if h.dataStart != nil {
-		return h.dataStart(s)
-	}
-	return nil
-}
-
-func (h *hookHandler) OnDataReceiving(s *Session) error {
-	if h.dataRecv != nil {
-		return h.dataRecv(s)
-	}
-	return nil
-}
-
-func (h *hookHandler) OnDataHeaders(s *Session) error {
-	if h.dataHdrs != nil {
-		return h.dataHdrs(s)
-	}
-	return nil
-}
-
-func (h *hookHandler) OnMessage(s *Session) error {
-	if h.message != nil {
-		return h.message(s)
-	}
-	return nil
-}
-
-func (h *hookHandler) OnUnknown(s *Session, line string) error {
-	if h.unknown != nil {
-		return h.unknown(s, line)
-	}
-	return h.BaseHandler.OnUnknown(s, line)
-}
-
-// protoExpect reads a reply and checks its code and its whole text.
-func (c *client) protoExpect(code int, text string) {
-	c.t.Helper()
-	got, gotText := c.reply()
-	require.Equal(c.t, code, got, "reply text %q", gotText)
-	require.Equal(c.t, text, gotText)
-}
-
-// protoCmd sends line with CRLF and checks the reply's code and whole text.
-func (c *client) protoCmd(line string, code int, text string) {
-	c.t.Helper()
-	c.send(line + "\r\n")
-	c.protoExpect(code, text)
-}
-
-// protoGreeted dials addr, checks the default banner and sends EHLO.
-func protoGreeted(t *testing.T, addr string) *client {
+// greeted dials ts, checks the default banner and sends EHLO.
+func greeted(t *testing.T, ts *smtptest.Server) *smtptest.Conn {
 	t.Helper()
-	c := dial(t, addr)
-	c.protoExpect(220, protoTextBanner)
-	c.cmd("EHLO client.example", 250)
+	c := ts.Dial(t)
+	require.Equal(t, smtpd.ProtoTextBanner, c.Expect(220))
+	c.Cmd("EHLO client.example", 250)
 	return c
 }
 
 func TestProtocolReplyTexts(t *testing.T) {
-	h := newRecorder()
-	addr := serve(t, &Server{Handler: h})
-	c := dial(t, addr)
-	c.protoExpect(220, protoTextBanner)
-	c.protoCmd("HELO client.example", 250, protoTextHelo)
-	c.protoCmd("EHLO client.example", 250, protoTextEhloFirst+"\n"+protoTextEhloSize+"\nOK")
-	c.protoCmd("NOOP", 250, protoTextOK)
-	c.protoCmd("RSET", 250, protoTextOK)
-	c.protoCmd("DATA", 503, protoText503)
-	c.protoCmd("XYZZY", 500, protoText500)
-	c.protoCmd("NOOP x", 501, protoText501)
-	c.protoCmd("MAIL FROM:<a@example.com>", 250, protoTextOK)
-	c.protoCmd("RCPT TO:<b@example.com>", 250, protoTextOK)
-	c.protoCmd("DATA", 354, protoText354)
-	c.send("Subject: t\r\n\r\nbody\r\n.\r\n")
-	c.protoExpect(250, protoText250Data)
-	c.protoCmd("QUIT", 221, protoText221)
-	c.expectClosed()
-	require.Equal(t, "Subject: t\r\n\r\nbody\r\n", h.waitMessages(t, 1)[0].Data)
+	h := &smtptest.Recorder{}
+	ts := smtptest.NewServer(t, h)
+	c := ts.Dial(t)
+	require.Equal(t, smtpd.ProtoTextBanner, c.Expect(220))
+	require.Equal(t, smtpd.ProtoTextHelo, c.Cmd("HELO client.example", 250))
+	require.Equal(t, smtpd.ProtoTextEhloFirst+"\n"+smtpd.ProtoTextEhloSize+"\nOK", c.Cmd("EHLO client.example", 250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("NOOP", 250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("RSET", 250))
+	require.Equal(t, smtpd.ProtoText503, c.Cmd("DATA", 503))
+	require.Equal(t, smtpd.ProtoText500, c.Cmd("XYZZY", 500))
+	require.Equal(t, smtpd.ProtoText501, c.Cmd("NOOP x", 501))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("MAIL FROM:<a@example.com>", 250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("RCPT TO:<b@example.com>", 250))
+	require.Equal(t, smtpd.ProtoText354, c.Cmd("DATA", 354))
+	c.Send("Subject: t\r\n\r\nbody\r\n.\r\n")
+	require.Equal(t, smtpd.ProtoText250Data, c.Expect(250))
+	require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+	c.ExpectClosed()
+	require.Equal(t, "Subject: t\r\n\r\nbody\r\n", string(h.Wait(t, 1)[0].Data))
 }
 
 func TestProtocolReplyTexts530(t *testing.T) {
 	t.Run("auth required", func(t *testing.T) {
-		addr := serve(t, &Server{AuthMode: AuthRequired})
-		c := protoGreeted(t, addr)
-		c.protoCmd("MAIL FROM:<a@example.com>", 530, protoText530Auth)
-		c.protoCmd("NOOP", 250, protoTextOK)
+		ts := smtptest.NewServer(t, nil, func(s *smtpd.Server) { s.AuthMode = smtpd.AuthRequired })
+		c := greeted(t, ts)
+		require.Equal(t, smtpd.ProtoText530Auth, c.Cmd("MAIL FROM:<a@example.com>", 530))
+		require.Equal(t, smtpd.ProtoTextOK, c.Cmd("NOOP", 250))
 	})
 	t.Run("tls required", func(t *testing.T) {
-		addr := serve(t, &Server{TLSMode: TLSRequired})
-		c := protoGreeted(t, addr)
-		c.protoCmd("MAIL FROM:<a@example.com>", 530, protoText530TLS)
-		c.protoCmd("RSET", 530, protoText530TLS)
-		c.protoCmd("XYZZY", 530, protoText530TLS)
-		c.protoCmd("NOOP", 250, protoTextOK)
+		ts := smtptest.NewServer(t, nil, func(s *smtpd.Server) { s.TLSMode = smtpd.TLSRequired })
+		c := greeted(t, ts)
+		require.Equal(t, smtpd.ProtoText530TLS, c.Cmd("MAIL FROM:<a@example.com>", 530))
+		require.Equal(t, smtpd.ProtoText530TLS, c.Cmd("RSET", 530))
+		require.Equal(t, smtpd.ProtoText530TLS, c.Cmd("XYZZY", 530))
+		require.Equal(t, smtpd.ProtoTextOK, c.Cmd("NOOP", 250))
 	})
 }
 
 func TestProtocolEHLOKeywords(t *testing.T) {
 	type mode struct {
 		name string
-		auth AuthMode
-		tls  TLSMode
+		auth smtpd.AuthMode
+		tls  smtpd.TLSMode
 		kw   []string
 	}
 	modes := []mode{
-		{"plain", AuthForbidden, TLSForbidden, nil},
-		{"auth optional", AuthOptional, TLSForbidden, []string{"AUTH LOGIN PLAIN"}},
-		{"auth required", AuthRequired, TLSForbidden, []string{"AUTH LOGIN PLAIN"}},
-		{"tls optional", AuthForbidden, TLSOptional, []string{"STARTTLS"}},
-		{"tls required", AuthForbidden, TLSRequired, []string{"STARTTLS"}},
+		{"plain", smtpd.AuthForbidden, smtpd.TLSForbidden, nil},
+		{"auth optional", smtpd.AuthOptional, smtpd.TLSForbidden, []string{"AUTH LOGIN PLAIN"}},
+		{"auth required", smtpd.AuthRequired, smtpd.TLSForbidden, []string{"AUTH LOGIN PLAIN"}},
+		{"tls optional", smtpd.AuthForbidden, smtpd.TLSOptional, []string{"STARTTLS"}},
+		{"tls required", smtpd.AuthForbidden, smtpd.TLSRequired, []string{"STARTTLS"}},
 		// AUTH is not listed on plaintext when TLS is available.
-		{"auth and tls", AuthOptional, TLSOptional, []string{"STARTTLS"}},
+		{"auth and tls", smtpd.AuthOptional, smtpd.TLSOptional, []string{"STARTTLS"}},
 	}
 	for _, i18n := range []bool{false, true} {
 		for _, pipe := range []bool{false, true} {
 			for _, m := range modes {
 				name := fmt.Sprintf("i18n=%v/pipelining=%v/%s", i18n, pipe, m.name)
 				t.Run(name, func(t *testing.T) {
-					addr := serve(t, &Server{Internationalization: i18n, Pipelining: pipe, AuthMode: m.auth, TLSMode: m.tls})
-					want := []string{protoTextEhloFirst}
+					ts := smtptest.NewServer(t, nil, func(s *smtpd.Server) {
+						s.Internationalization, s.Pipelining, s.AuthMode, s.TLSMode = i18n, pipe, m.auth, m.tls
+					})
+					want := []string{smtpd.ProtoTextEhloFirst}
 					if i18n {
 						want = append(want, "8BITMIME", "SMTPUTF8")
 					}
@@ -212,12 +95,12 @@ func TestProtocolEHLOKeywords(t *testing.T) {
 						want = append(want, "PIPELINING")
 					}
 					want = append(want, m.kw...)
-					want = append(want, protoTextEhloSize, "OK")
-					c := dialGreeted(t, addr)
-					c.send("EHLO client.example\r\n")
-					c.protoExpect(250, strings.Join(want, "\n"))
+					want = append(want, smtpd.ProtoTextEhloSize, "OK")
+					c := ts.DialGreeted(t)
+					c.Send("EHLO client.example\r\n")
+					require.Equal(t, strings.Join(want, "\n"), c.Expect(250))
 					// HELO never lists extensions.
-					c.protoCmd("HELO client.example", 250, protoTextHelo)
+					require.Equal(t, smtpd.ProtoTextHelo, c.Cmd("HELO client.example", 250))
 				})
 			}
 		}
@@ -225,24 +108,24 @@ func TestProtocolEHLOKeywords(t *testing.T) {
 }
 
 func TestProtocolCaseInsensitiveVerbs(t *testing.T) {
-	h := newRecorder()
-	addr := serve(t, &Server{Handler: h})
-	c := dialGreeted(t, addr)
-	c.protoCmd("ehlo client.example", 250, protoTextEhloFirst+"\n"+protoTextEhloSize+"\nOK")
-	c.protoCmd("mail from:<a@example.com>", 250, protoTextOK)
-	c.protoCmd("Rcpt To:<b@example.com>", 250, protoTextOK)
-	c.protoCmd("dAtA", 354, protoText354)
-	c.send("x\r\n.\r\n")
-	c.protoExpect(250, protoText250Data)
-	c.protoCmd("rset", 250, protoTextOK)
-	c.protoCmd("noop", 250, protoTextOK)
-	c.protoCmd("helo client.example", 250, protoTextHelo)
-	c.protoCmd("quit", 221, protoText221)
-	c.expectClosed()
-	m := h.waitMessages(t, 1)[0]
+	h := &smtptest.Recorder{}
+	ts := smtptest.NewServer(t, h)
+	c := ts.DialGreeted(t)
+	require.Equal(t, smtpd.ProtoTextEhloFirst+"\n"+smtpd.ProtoTextEhloSize+"\nOK", c.Cmd("ehlo client.example", 250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("mail from:<a@example.com>", 250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("Rcpt To:<b@example.com>", 250))
+	require.Equal(t, smtpd.ProtoText354, c.Cmd("dAtA", 354))
+	c.Send("x\r\n.\r\n")
+	require.Equal(t, smtpd.ProtoText250Data, c.Expect(250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("rset", 250))
+	require.Equal(t, smtpd.ProtoTextOK, c.Cmd("noop", 250))
+	require.Equal(t, smtpd.ProtoTextHelo, c.Cmd("helo client.example", 250))
+	require.Equal(t, smtpd.ProtoText221, c.Cmd("quit", 221))
+	c.ExpectClosed()
+	m := h.Wait(t, 1)[0]
 	require.Equal(t, "a@example.com", m.From)
 	require.Equal(t, []string{"b@example.com"}, m.To)
-	require.Equal(t, "x\r\n", m.Data)
+	require.Equal(t, "x\r\n", string(m.Data))
 }
 
 func TestProtocolMalformedLines(t *testing.T) {
@@ -263,65 +146,68 @@ func TestProtocolMalformedLines(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			mailCalled := make(chan string, 1)
-			addr := serve(t, &Server{Handler: &hookHandler{mail: func(s *Session, from string) (string, error) {
+			ts := smtptest.NewServer(t, &hookHandler{mail: func(s *smtpd.Session, from string) (string, error) {
 				mailCalled <- from
 				return "", nil
-			}}})
-			c := protoGreeted(t, addr)
-			c.send(tc.raw)
-			c.expect(tc.code)
+			}})
+			c := greeted(t, ts)
+			c.Send(tc.raw)
+			c.Expect(tc.code)
 			// The session goes on and no MAIL was started by the bad line.
-			c.protoCmd("NOOP", 250, protoTextOK)
-			c.protoCmd("RCPT TO:<b@example.com>", 503, protoText503)
+			require.Equal(t, smtpd.ProtoTextOK, c.Cmd("NOOP", 250))
+			require.Equal(t, smtpd.ProtoText503, c.Cmd("RCPT TO:<b@example.com>", 503))
 			require.Len(t, mailCalled, 0)
 		})
 	}
 }
 
 func TestProtocolArgumentChecks(t *testing.T) {
+	tlsOptional := func(s *smtpd.Server) { s.TLSMode = smtpd.TLSOptional }
 	tests := []struct {
 		name  string
-		srv   *Server
+		opt   func(*smtpd.Server) // nil: the defaults
 		greet bool
 		line  string
 		code  int
 		text  string
 	}{
-		{"RSET x", &Server{}, true, "RSET x", 501, protoText501},
-		{"RSET x before HELO", &Server{}, false, "RSET x", 501, protoText501},
-		{"NOOP x", &Server{}, true, "NOOP x", 501, protoText501},
-		{"QUIT x", &Server{}, true, "QUIT x", 501, protoText501},
-		{"DATA x", &Server{}, true, "DATA x", 501, protoText501},
+		{"RSET x", nil, true, "RSET x", 501, smtpd.ProtoText501},
+		{"RSET x before HELO", nil, false, "RSET x", 501, smtpd.ProtoText501},
+		{"NOOP x", nil, true, "NOOP x", 501, smtpd.ProtoText501},
+		{"QUIT x", nil, true, "QUIT x", 501, smtpd.ProtoText501},
+		{"DATA x", nil, true, "DATA x", 501, smtpd.ProtoText501},
 		// DATA: arguments are checked before the state.
-		{"DATA x before HELO", &Server{}, false, "DATA x", 501, protoText501},
+		{"DATA x before HELO", nil, false, "DATA x", 501, smtpd.ProtoText501},
 		// STARTTLS x: arguments first, even with TLS forbidden.
-		{"STARTTLS x tls forbidden", &Server{}, true, "STARTTLS x", 501, protoText501},
-		{"STARTTLS x tls optional", &Server{TLSMode: TLSOptional}, true, "STARTTLS x", 501, protoText501},
-		{"STARTTLS tls forbidden", &Server{}, true, "STARTTLS", 500, protoText500},
-		{"STARTTLS before EHLO", &Server{TLSMode: TLSOptional}, false, "STARTTLS", 503, protoText503},
-		{"HELO without domain", &Server{}, false, "HELO", 501, protoText501},
-		{"EHLO without domain", &Server{}, false, "EHLO", 501, protoText501},
-		{"EHLO with spaces only", &Server{}, false, "EHLO   ", 501, protoText501},
-		{"HELO without domain after EHLO", &Server{}, true, "HELO", 501, protoText501},
-		{"RSET before HELO", &Server{}, false, "RSET", 250, protoTextOK},
-		{"NOOP before HELO", &Server{}, false, "NOOP", 250, protoTextOK},
-		{"MAIL without FROM:", &Server{}, true, "MAIL <a@example.com>", 501, protoText501},
-		{"MAIL FROM: without path", &Server{}, true, "MAIL FROM:", 501, protoText501},
-		{"AUTH when forbidden", &Server{}, true, "AUTH PLAIN", 500, protoText500},
+		{"STARTTLS x tls forbidden", nil, true, "STARTTLS x", 501, smtpd.ProtoText501},
+		{"STARTTLS x tls optional", tlsOptional, true, "STARTTLS x", 501, smtpd.ProtoText501},
+		{"STARTTLS tls forbidden", nil, true, "STARTTLS", 500, smtpd.ProtoText500},
+		{"STARTTLS before EHLO", tlsOptional, false, "STARTTLS", 503, smtpd.ProtoText503},
+		{"HELO without domain", nil, false, "HELO", 501, smtpd.ProtoText501},
+		{"EHLO without domain", nil, false, "EHLO", 501, smtpd.ProtoText501},
+		{"EHLO with spaces only", nil, false, "EHLO   ", 501, smtpd.ProtoText501},
+		{"HELO without domain after EHLO", nil, true, "HELO", 501, smtpd.ProtoText501},
+		{"RSET before HELO", nil, false, "RSET", 250, smtpd.ProtoTextOK},
+		{"NOOP before HELO", nil, false, "NOOP", 250, smtpd.ProtoTextOK},
+		{"MAIL without FROM:", nil, true, "MAIL <a@example.com>", 501, smtpd.ProtoText501},
+		{"MAIL FROM: without path", nil, true, "MAIL FROM:", 501, smtpd.ProtoText501},
+		{"AUTH when forbidden", nil, true, "AUTH PLAIN", 500, smtpd.ProtoText500},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := tc.srv
-			addr := serve(t, srv)
-			c := dialGreeted(t, addr)
-			if tc.greet {
-				c.cmd("EHLO client.example", 250)
+			var opts []func(*smtpd.Server)
+			if tc.opt != nil {
+				opts = append(opts, tc.opt)
 			}
-			c.protoCmd(tc.line, tc.code, tc.text)
+			c := smtptest.NewServer(t, nil, opts...).DialGreeted(t)
+			if tc.greet {
+				c.Cmd("EHLO client.example", 250)
+			}
+			require.Equal(t, tc.text, c.Cmd(tc.line, tc.code))
 			// The connection is still usable (QUIT x did not quit).
-			c.protoCmd("NOOP", 250, protoTextOK)
-			c.protoCmd("QUIT", 221, protoText221)
-			c.expectClosed()
+			require.Equal(t, smtpd.ProtoTextOK, c.Cmd("NOOP", 250))
+			require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+			c.ExpectClosed()
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package smtpd
+package smtpd_test
 
 import (
 	"io"
@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -39,10 +41,10 @@ func TestSequenceErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := serve(t, &Server{})
-			c := dialGreeted(t, addr)
+			ts := smtptest.NewServer(t, nil)
+			c := ts.DialGreeted(t)
 			for _, st := range tc.steps {
-				c.cmd(st.line, st.code)
+				c.Cmd(st.line, st.code)
 			}
 		})
 	}
@@ -50,18 +52,18 @@ func TestSequenceErrors(t *testing.T) {
 
 // A transaction after a new EHLO delivers only what was sent after it.
 func TestSequenceEHLOResetDelivers(t *testing.T) {
-	h := newRecorder()
-	addr := serve(t, &Server{Handler: h})
-	c := protoGreeted(t, addr)
-	c.cmd("MAIL FROM:<old@example.com>", 250)
-	c.cmd("RCPT TO:<old-rcpt@example.com>", 250)
-	c.cmd("HELO second.example", 250)
-	c.cmd("MAIL FROM:<new@example.com>", 250)
-	c.cmd("RCPT TO:<new-rcpt@example.com>", 250)
-	c.cmd("DATA", 354)
-	c.send("hi\r\n.\r\n")
-	c.expect(250)
-	m := h.waitMessages(t, 1)[0]
+	h := &smtptest.Recorder{}
+	ts := smtptest.NewServer(t, h)
+	c := greeted(t, ts)
+	c.Cmd("MAIL FROM:<old@example.com>", 250)
+	c.Cmd("RCPT TO:<old-rcpt@example.com>", 250)
+	c.Cmd("HELO second.example", 250)
+	c.Cmd("MAIL FROM:<new@example.com>", 250)
+	c.Cmd("RCPT TO:<new-rcpt@example.com>", 250)
+	c.Cmd("DATA", 354)
+	c.Send("hi\r\n.\r\n")
+	c.Expect(250)
+	m := h.Wait(t, 1)[0]
 	require.Equal(t, "new@example.com", m.From)
 	require.Equal(t, []string{"new-rcpt@example.com"}, m.To)
 	require.Equal(t, "second.example", m.Helo)
@@ -70,66 +72,68 @@ func TestSequenceEHLOResetDelivers(t *testing.T) {
 func TestSequencePipeliningOff(t *testing.T) {
 	t.Run("MAIL RCPT in one write", func(t *testing.T) {
 		mails := make(chan string, 2)
-		addr := serve(t, &Server{Handler: &hookHandler{mail: func(s *Session, from string) (string, error) {
+		ts := smtptest.NewServer(t, &hookHandler{mail: func(s *smtpd.Session, from string) (string, error) {
 			mails <- from
 			return "", nil
-		}}})
-		c := protoGreeted(t, addr)
-		c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n")
-		c.protoExpect(500, protoText500Pipe)
+		}})
+		c := greeted(t, ts)
+		c.Send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n")
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500))
 		// The last line of the burst runs normally: MAIL was not executed, so 503.
-		c.protoExpect(503, protoText503)
+		require.Equal(t, smtpd.ProtoText503, c.Expect(503))
 		require.Len(t, mails, 0, "a refused line must not run")
-		c.protoCmd("QUIT", 221, protoText221)
-		c.expectClosed()
+		require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+		c.ExpectClosed()
 	})
 	t.Run("every line one reply", func(t *testing.T) {
-		addr := serve(t, &Server{})
-		c := protoGreeted(t, addr)
-		c.send("NOOP\r\nRSET\r\nXFOO\r\nNOOP\r\n")
-		c.protoExpect(500, protoText500Pipe)
-		c.protoExpect(500, protoText500Pipe)
-		c.protoExpect(500, protoText500Pipe)
-		c.protoExpect(250, protoTextOK)
+		ts := smtptest.NewServer(t, nil)
+		c := greeted(t, ts)
+		c.Send("NOOP\r\nRSET\r\nXFOO\r\nNOOP\r\n")
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500))
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500))
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500))
+		require.Equal(t, smtpd.ProtoTextOK, c.Expect(250))
 		// Any extra reply would come before the 221.
-		c.protoCmd("QUIT", 221, protoText221)
-		c.expectClosed()
+		require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+		c.ExpectClosed()
 	})
 	t.Run("burst ending in QUIT", func(t *testing.T) {
-		addr := serve(t, &Server{})
-		c := protoGreeted(t, addr)
-		c.send("QUIT\r\nNOOP\r\n")
-		c.protoExpect(500, protoText500Pipe) // the QUIT was refused
-		c.protoExpect(250, protoTextOK)
-		c.protoCmd("QUIT", 221, protoText221)
-		c.expectClosed()
+		ts := smtptest.NewServer(t, nil)
+		c := greeted(t, ts)
+		c.Send("QUIT\r\nNOOP\r\n")
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500)) // the QUIT was refused
+		require.Equal(t, smtpd.ProtoTextOK, c.Expect(250))
+		require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+		c.ExpectClosed()
 	})
 	t.Run("whole transaction in one write delivers nothing", func(t *testing.T) {
-		h := newRecorder()
-		addr := serve(t, &Server{Handler: h})
-		c := protoGreeted(t, addr)
-		c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nhello\r\n.\r\n")
-		c.protoExpect(500, protoText500Pipe) // MAIL
-		c.protoExpect(500, protoText500Pipe) // RCPT
-		c.protoExpect(500, protoText500Pipe) // DATA
-		c.protoExpect(500, protoText500Pipe) // hello
-		c.protoExpect(500, protoText500)     // "." runs as a command: unknown
-		c.protoCmd("QUIT", 221, protoText221)
-		c.expectClosed()
-		require.Empty(t, h.messages())
+		h := &smtptest.Recorder{}
+		ts := smtptest.NewServer(t, h)
+		c := greeted(t, ts)
+		c.Send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nhello\r\n.\r\n")
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500)) // MAIL
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500)) // RCPT
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500)) // DATA
+		require.Equal(t, smtpd.ProtoText500Pipe, c.Expect(500)) // hello
+		require.Equal(t, smtpd.ProtoText500, c.Expect(500))     // "." runs as a command: unknown
+		require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+		c.ExpectClosed()
+		require.Empty(t, h.Messages())
 	})
 }
 
-// seqReadBurst reads exactly want with raw reads and reports how many reads it took.
-func seqReadBurst(t *testing.T, c *client, want string) int {
+// seqReadBurst reads exactly want with raw reads from c's connection and reports
+// how many reads it took. It bypasses c's buffer: call it only when every reply sent
+// before the burst has been read (the server sends nothing unasked).
+func seqReadBurst(t *testing.T, c *smtptest.Conn, want string) int {
 	t.Helper()
-	require.Zero(t, c.r.Buffered())
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	conn := c.NetConn()
+	conn.SetReadDeadline(time.Now().Add(smtptest.DefaultTimeout))
 	var got []byte
 	reads := 0
 	buf := make([]byte, 4096)
 	for len(got) < len(want) {
-		n, err := c.conn.Read(buf)
+		n, err := conn.Read(buf)
 		require.NoError(t, err, "read so far %q", got)
 		got = append(got, buf[:n]...)
 		reads++
@@ -140,57 +144,57 @@ func seqReadBurst(t *testing.T, c *client, want string) int {
 
 func TestSequencePipeliningOn(t *testing.T) {
 	t.Run("groups as RFC 2920", func(t *testing.T) {
-		h := newRecorder()
-		addr := serve(t, &Server{Handler: h, Pipelining: true})
-		c := protoGreeted(t, addr)
+		h := &smtptest.Recorder{}
+		ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.Pipelining = true })
+		c := greeted(t, ts)
 		// DATA ends a group: the four replies come in one flush, so one read.
-		c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\nDATA\r\n")
-		require.Equal(t, 1, seqReadBurst(t, c, "250 OK\r\n250 OK\r\n250 OK\r\n354 "+protoText354+"\r\n"),
+		c.Send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\nDATA\r\n")
+		require.Equal(t, 1, seqReadBurst(t, c, "250 OK\r\n250 OK\r\n250 OK\r\n354 "+smtpd.ProtoText354+"\r\n"),
 			"the replies of one group arrive together")
 		// The message content starts the next group; QUIT ends it.
-		c.send("Subject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nRSET\r\nQUIT\r\n")
-		require.Equal(t, 1, seqReadBurst(t, c, "250 "+protoText250Data+"\r\n250 OK\r\n250 OK\r\n221 "+protoText221+"\r\n"),
+		c.Send("Subject: p\r\n\r\nbody\r\n.\r\nNOOP\r\nRSET\r\nQUIT\r\n")
+		require.Equal(t, 1, seqReadBurst(t, c, "250 "+smtpd.ProtoText250Data+"\r\n250 OK\r\n250 OK\r\n221 "+smtpd.ProtoText221+"\r\n"),
 			"the replies of one group arrive together")
-		c.expectClosed()
-		m := h.waitMessages(t, 1)[0]
+		c.ExpectClosed()
+		m := h.Wait(t, 1)[0]
 		require.Equal(t, "a@b.example", m.From)
 		require.Equal(t, []string{"c@d.example", "e@f.example"}, m.To)
-		require.Equal(t, "Subject: p\r\n\r\nbody\r\n", m.Data)
+		require.Equal(t, "Subject: p\r\n\r\nbody\r\n", string(m.Data))
 	})
 	t.Run("whole transaction in one write", func(t *testing.T) {
-		h := newRecorder()
-		addr := serve(t, &Server{Handler: h, Pipelining: true})
-		c := protoGreeted(t, addr)
-		c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n" +
+		h := &smtptest.Recorder{}
+		ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.Pipelining = true })
+		c := greeted(t, ts)
+		c.Send("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n" +
 			"Subject: q\r\n\r\nbody\r\n.\r\nQUIT\r\n")
-		seqReadBurst(t, c, "250 OK\r\n250 OK\r\n354 "+protoText354+"\r\n250 "+protoText250Data+
-			"\r\n221 "+protoText221+"\r\n")
-		rest, _ := io.ReadAll(c.conn)
+		seqReadBurst(t, c, "250 OK\r\n250 OK\r\n354 "+smtpd.ProtoText354+"\r\n250 "+smtpd.ProtoText250Data+
+			"\r\n221 "+smtpd.ProtoText221+"\r\n")
+		rest, _ := io.ReadAll(c.NetConn())
 		require.Empty(t, rest)
-		m := h.waitMessages(t, 1)[0]
-		require.Equal(t, "Subject: q\r\n\r\nbody\r\n", m.Data)
+		m := h.Wait(t, 1)[0]
+		require.Equal(t, "Subject: q\r\n\r\nbody\r\n", string(m.Data))
 	})
 }
 
 func TestSequencePipeliningOnErrorsInBatch(t *testing.T) {
-	h := newRecorder()
-	addr := serve(t, &Server{Handler: h, Pipelining: true})
-	c := protoGreeted(t, addr)
+	h := &smtptest.Recorder{}
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.Pipelining = true })
+	c := greeted(t, ts)
 	// A refused RCPT in the batch does not stop the others; DATA with one good
 	// recipient works.
-	c.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<bad address>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nx\r\n.\r\n")
-	c.protoExpect(250, protoTextOK)
-	c.protoExpect(501, protoText501)
-	c.protoExpect(250, protoTextOK)
-	c.protoExpect(354, protoText354)
-	c.protoExpect(250, protoText250Data)
-	m := h.waitMessages(t, 1)[0]
+	c.Send("MAIL FROM:<a@b.example>\r\nRCPT TO:<bad address>\r\nRCPT TO:<c@d.example>\r\nDATA\r\nx\r\n.\r\n")
+	require.Equal(t, smtpd.ProtoTextOK, c.Expect(250))
+	require.Equal(t, smtpd.ProtoText501, c.Expect(501))
+	require.Equal(t, smtpd.ProtoTextOK, c.Expect(250))
+	require.Equal(t, smtpd.ProtoText354, c.Expect(354))
+	require.Equal(t, smtpd.ProtoText250Data, c.Expect(250))
+	m := h.Wait(t, 1)[0]
 	require.Equal(t, []string{"c@d.example"}, m.To)
 	// Ten NOOPs in one write: ten replies.
-	c.send(strings.Repeat("NOOP\r\n", 10))
+	c.Send(strings.Repeat("NOOP\r\n", 10))
 	for range 10 {
-		c.protoExpect(250, protoTextOK)
+		require.Equal(t, smtpd.ProtoTextOK, c.Expect(250))
 	}
-	c.protoCmd("QUIT", 221, protoText221)
-	c.expectClosed()
+	require.Equal(t, smtpd.ProtoText221, c.Cmd("QUIT", 221))
+	c.ExpectClosed()
 }

@@ -2,39 +2,12 @@ package smtpd
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-// injectionConn is the client side of a connection whose reads go through the
-// client's buffered reader (so nothing it already buffered is lost) and are recorded.
-type injectionConn struct {
-	net.Conn
-	r   io.Reader
-	mu  sync.Mutex
-	got bytes.Buffer
-}
-
-func (c *injectionConn) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.mu.Lock()
-	c.got.Write(p[:n])
-	c.mu.Unlock()
-	return n, err
-}
-
-func (c *injectionConn) received() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]byte(nil), c.got.Bytes()...)
-}
 
 // STARTTLS with commands pipelined behind it in the same write (CVE-2011-0411 class).
 var starttlsInjections = []struct {

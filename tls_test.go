@@ -5,34 +5,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
-
-const textStartTLS = "Encryption required, must issue STARTTLS command first"
-
-// tlsServe serves srv like serve and waits until its TLS configuration is active; it
-// returns the address and a pool that trusts the server's (first) certificate.
-func tlsServe(t *testing.T, srv *Server) (string, *x509.CertPool) {
-	t.Helper()
-	addr := serve(t, srv)
-	// Serve sets up TLS before it accepts: a banner proves it is done.
-	c := dialGreeted(t, addr)
-	c.cmd("QUIT", 221)
-	cfg := srv.ActiveTLSConfig()
-	require.NotNil(t, cfg, "ActiveTLSConfig after Serve")
-	return addr, tlsPoolOf(t, cfg)
-}
 
 // tlsPoolOf returns a pool holding the leaf of cfg's first certificate.
 func tlsPoolOf(t *testing.T, cfg *tls.Config) *x509.CertPool {
@@ -114,51 +96,8 @@ func tlsDial(t *testing.T, addr string, cfg *tls.Config) *client {
 	return c
 }
 
-// readUntilClosed reads whatever the server still sends until it closes the
-// connection (failing on a timeout) and returns it.
-func readUntilClosed(t *testing.T, conn net.Conn, r io.Reader) []byte {
-	t.Helper()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b, err := io.ReadAll(r)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		require.Failf(t, "connection not closed", "still open after 10 s (read %q)", b)
-	}
-	return b
-}
-
 // smtpReply matches a plaintext SMTP reply line at the start of a line.
 var smtpReply = regexp.MustCompile(`(?m)^[2-5][0-9][0-9][ -]`)
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var ports []string
-	var ls []net.Listener
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ls = append(ls, l)
-		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
-// tlsStartServer starts srv (Hosts 127.0.0.1) and stops it at cleanup.
-func tlsStartServer(t *testing.T, srv *Server) {
-	t.Helper()
-	if srv.Logger == nil {
-		srv.Logger = testLogger()
-	}
-	require.NoError(t, srv.Start())
-	t.Cleanup(func() {
-		srv.Close()
-		srv.Wait()
-	})
-}
 
 func TestTLSStartTLS(t *testing.T) {
 	for _, tc := range []struct {
@@ -258,7 +197,7 @@ func TestTLSRequired(t *testing.T) {
 		"MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>", "DATA", "RSET", "RSET x",
 		"VRFY alice", "EXPN list", "HELP", "XYZZY", "mail from:<a@example.com>",
 	} {
-		require.Equal(t, textStartTLS, c.cmd(cmd, 530), cmd)
+		require.Equal(t, protoText530TLS, c.cmd(cmd, 530), cmd)
 	}
 	require.Equal(t, text538, c.cmd("AUTH PLAIN "+plainResp("", authUser, authPass), 538))
 	require.Equal(t, text538, c.cmd("AUTH LOGIN", 538))

@@ -1,4 +1,4 @@
-package smtpd
+package smtpd_test
 
 import (
 	"fmt"
@@ -9,46 +9,48 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
-// scenarioState is a copy of the session fields a hook saw.
-type scenarioState struct {
+// sessionState is a copy of the session fields a hook saw.
+type sessionState struct {
 	Helo     string
-	Envelope Envelope
-	Message  Message
+	Envelope smtpd.Envelope
+	Message  smtpd.Message
 }
 
-func scenarioSnapshot(s *Session) scenarioState {
-	st := scenarioState{Helo: s.Helo, Envelope: s.Envelope, Message: s.Message}
+func sessionSnapshot(s *smtpd.Session) sessionState {
+	st := sessionState{Helo: s.Helo, Envelope: s.Envelope, Message: s.Message}
 	st.Envelope.To = append([]string(nil), s.Envelope.To...)
 	st.Message.Data = append([]byte(nil), s.Message.Data...)
 	return st
 }
 
-func TestScenarioSessionReset(t *testing.T) {
-	states := make(chan scenarioState, 1)
-	atMessage := make(chan scenarioState, 1)
+func TestSessionStateReset(t *testing.T) {
+	states := make(chan sessionState, 1)
+	atMessage := make(chan sessionState, 1)
 	h := &hookHandler{
-		unknown: func(s *Session, line string) error {
-			states <- scenarioSnapshot(s)
+		unknown: func(s *smtpd.Session, line string) error {
+			states <- sessionSnapshot(s)
 			return nil
 		},
-		message: func(s *Session) error {
-			atMessage <- scenarioSnapshot(s)
+		message: func(s *smtpd.Session) error {
+			atMessage <- sessionSnapshot(s)
 			return nil
 		},
 	}
-	addr := serve(t, &Server{Handler: h, Internationalization: true})
-	c := dialGreeted(t, addr)
-	state := func() scenarioState {
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.Internationalization = true })
+	c := ts.DialGreeted(t)
+	state := func() sessionState {
 		t.Helper()
-		c.cmd("XSTATE", 250)
+		c.Cmd("XSTATE", 250)
 		return <-states
 	}
-	empty := Envelope{To: nil}
-	emptyMsg := Message{CRLF: "\r\n"}
-	normalize := func(st scenarioState) scenarioState {
+	empty := smtpd.Envelope{To: nil}
+	emptyMsg := smtpd.Message{CRLF: "\r\n"}
+	normalize := func(st sessionState) sessionState {
 		if len(st.Envelope.To) == 0 {
 			st.Envelope.To = nil
 		}
@@ -59,28 +61,28 @@ func TestScenarioSessionReset(t *testing.T) {
 	}
 
 	st := normalize(state())
-	require.Equal(t, scenarioState{Envelope: empty, Message: emptyMsg}, st, "fresh session")
+	require.Equal(t, sessionState{Envelope: empty, Message: emptyMsg}, st, "fresh session")
 
-	c.cmd("EHLO first.example", 250)
-	c.cmd("MAIL FROM:<a@b.example> BODY=8BITMIME SMTPUTF8", 250)
-	c.cmd("RCPT TO:<c@d.example>", 250)
+	c.Cmd("EHLO first.example", 250)
+	c.Cmd("MAIL FROM:<a@b.example> BODY=8BITMIME SMTPUTF8", 250)
+	c.Cmd("RCPT TO:<c@d.example>", 250)
 	st = normalize(state())
 	require.Equal(t, "first.example", st.Helo)
-	require.Equal(t, Envelope{From: "a@b.example", To: []string{"c@d.example"}, EncodingBody: "8bitmime", EncodingUTF8: "utf8"}, st.Envelope)
+	require.Equal(t, smtpd.Envelope{From: "a@b.example", To: []string{"c@d.example"}, EncodingBody: "8bitmime", EncodingUTF8: "utf8"}, st.Envelope)
 
 	// RSET: envelope and message gone, Helo kept.
-	c.cmd("RSET", 250)
+	c.Cmd("RSET", 250)
 	st = normalize(state())
-	require.Equal(t, scenarioState{Helo: "first.example", Envelope: empty, Message: emptyMsg}, st, "after RSET")
+	require.Equal(t, sessionState{Helo: "first.example", Envelope: empty, Message: emptyMsg}, st, "after RSET")
 
 	// DATA: during OnMessage the message is complete; afterwards everything is reset.
-	c.cmd("MAIL FROM:<a@b.example> BODY=7BIT", 250)
-	c.cmd("RCPT TO:<c@d.example>", 250)
-	c.cmd("RCPT TO:<e@f.example>", 250)
+	c.Cmd("MAIL FROM:<a@b.example> BODY=7BIT", 250)
+	c.Cmd("RCPT TO:<c@d.example>", 250)
+	c.Cmd("RCPT TO:<e@f.example>", 250)
 	before := time.Now().UTC().Add(-time.Second)
-	c.cmd("DATA", 354)
-	c.send("Subject: s\r\n\r\nbody\r\n.\r\n")
-	c.expect(250)
+	c.Cmd("DATA", 354)
+	c.Send("Subject: s\r\n\r\nbody\r\n.\r\n")
+	c.Expect(250)
 	m := <-atMessage
 	require.Equal(t, "Subject: s\r\n\r\nbody\r\n", string(m.Message.Data))
 	require.Equal(t, len(m.Message.Data), m.Message.Bytesize)
@@ -88,25 +90,25 @@ func TestScenarioSessionReset(t *testing.T) {
 	require.Equal(t, "\r\n", m.Message.CRLF)
 	require.True(t, m.Message.ReceivedAt.After(before))
 	require.False(t, m.Message.DeliveredAt.Before(m.Message.ReceivedAt))
-	require.Equal(t, Envelope{From: "a@b.example", To: []string{"c@d.example", "e@f.example"}, EncodingBody: "7bit"}, m.Envelope)
+	require.Equal(t, smtpd.Envelope{From: "a@b.example", To: []string{"c@d.example", "e@f.example"}, EncodingBody: "7bit"}, m.Envelope)
 	st = normalize(state())
-	require.Equal(t, scenarioState{Helo: "first.example", Envelope: empty, Message: emptyMsg}, st, "after DATA")
+	require.Equal(t, sessionState{Helo: "first.example", Envelope: empty, Message: emptyMsg}, st, "after DATA")
 
 	// A transaction in progress ...
-	c.cmd("MAIL FROM:<a@b.example>", 250)
-	c.cmd("RCPT TO:<c@d.example>", 250)
+	c.Cmd("MAIL FROM:<a@b.example>", 250)
+	c.Cmd("RCPT TO:<c@d.example>", 250)
 	st = normalize(state())
 	require.Equal(t, "a@b.example", st.Envelope.From)
 
 	// ... is reset by a new EHLO: envelope reset, Helo replaced.
-	c.cmd("EHLO second.example", 250)
+	c.Cmd("EHLO second.example", 250)
 	st = normalize(state())
-	require.Equal(t, scenarioState{Helo: "second.example", Envelope: empty, Message: emptyMsg}, st, "after EHLO")
-	c.cmd("HELO third.example", 250)
+	require.Equal(t, sessionState{Helo: "second.example", Envelope: empty, Message: emptyMsg}, st, "after EHLO")
+	c.Cmd("HELO third.example", 250)
 	require.Equal(t, "third.example", state().Helo)
 }
 
-func TestScenarioHeloTexts(t *testing.T) {
+func TestSessionResponseTexts(t *testing.T) {
 	tests := []struct {
 		name      string
 		local     string
@@ -121,38 +123,38 @@ func TestScenarioHeloTexts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := serve(t, &Server{Handler: &hookHandler{connect: func(s *Session) error {
+			ts := smtptest.NewServer(t, &hookHandler{connect: func(s *smtpd.Session) error {
 				s.LocalResponse = tc.local
 				s.HeloResponse = tc.helo
 				return nil
-			}}})
-			c := dial(t, addr)
-			c.protoExpect(220, tc.banner)
-			c.protoCmd("HELO client.example", 250, tc.heloReply)
-			c.protoCmd("EHLO client.example", 250, tc.ehloFirst+"\n"+protoTextEhloSize+"\nOK")
-			c.protoCmd("NOOP", 250, protoTextOK)
+			}})
+			c := ts.Dial(t)
+			require.Equal(t, tc.banner, c.Expect(220))
+			require.Equal(t, tc.heloReply, c.Cmd("HELO client.example", 250))
+			require.Equal(t, tc.ehloFirst+"\n"+smtpd.ProtoTextEhloSize+"\nOK", c.Cmd("EHLO client.example", 250))
+			require.Equal(t, smtpd.ProtoTextOK, c.Cmd("NOOP", 250))
 		})
 	}
 	t.Run("set in OnHelo", func(t *testing.T) {
-		addr := serve(t, &Server{Pipelining: true, Handler: &hookHandler{helo: func(s *Session, helo string) error {
+		ts := smtptest.NewServer(t, &hookHandler{helo: func(s *smtpd.Session, helo string) error {
 			s.HeloResponse = "Hello " + helo + ", I am glad to meet you"
 			return nil
-		}}})
-		c := dialGreeted(t, addr)
-		c.protoCmd("HELO one.example", 250, "OK Hello one.example, I am glad to meet you")
-		c.protoCmd("EHLO two.example", 250, "Hello two.example, I am glad to meet you\nPIPELINING\n"+protoTextEhloSize+"\nOK")
+		}}, func(s *smtpd.Server) { s.Pipelining = true })
+		c := ts.DialGreeted(t)
+		require.Equal(t, "OK Hello one.example, I am glad to meet you", c.Cmd("HELO one.example", 250))
+		require.Equal(t, "Hello two.example, I am glad to meet you\nPIPELINING\n"+smtpd.ProtoTextEhloSize+"\nOK", c.Cmd("EHLO two.example", 250))
 	})
 }
 
 // The Ruby suite's full session: OnDataStart adds a Received header, OnDataHeaders an
 // X-inject header that must land right before the blank line.
-func TestScenarioReceivedAndInjectedHeaders(t *testing.T) {
-	rec := newRecorder()
+func TestSessionHooksAddHeaders(t *testing.T) {
+	rec := &smtptest.Recorder{}
 	var received string
 	var startLen int
 	var mu sync.Mutex
 	h := &hookHandler{
-		dataStart: func(s *Session) error {
+		dataStart: func(s *smtpd.Session) error {
 			line := fmt.Sprintf("Received: from %s ([%s]) by %s with SMTP; %s", s.Helo, s.RemoteIP, s.LocalHost,
 				s.Message.ReceivedAt.Format(time.RFC1123Z))
 			mu.Lock()
@@ -162,33 +164,33 @@ func TestScenarioReceivedAndInjectedHeaders(t *testing.T) {
 			s.Message.Data = append(s.Message.Data, line+s.Message.CRLF...)
 			return nil
 		},
-		dataHdrs: func(s *Session) error {
+		dataHdrs: func(s *smtpd.Session) error {
 			s.Message.Data = append(s.Message.Data, "X-inject: 1"+s.Message.CRLF...)
 			return nil
 		},
 		message: rec.OnMessage,
 	}
-	addr := serve(t, &Server{Handler: h})
-	c := dialGreeted(t, addr)
-	c.cmd("EHLO client.example", 250)
-	c.cmd("MAIL FROM:<sender@example.com>", 250)
-	c.cmd("RCPT TO:<rcpt@example.com>", 250)
-	c.cmd("DATA", 354)
-	c.send("From: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: test\r\n\r\nHello\r\n\r\nBye\r\n.\r\n")
-	c.expect(250)
-	c.cmd("QUIT", 221)
-	m := rec.waitMessages(t, 1)[0]
+	ts := smtptest.NewServer(t, h)
+	c := ts.DialGreeted(t)
+	c.Cmd("EHLO client.example", 250)
+	c.Cmd("MAIL FROM:<sender@example.com>", 250)
+	c.Cmd("RCPT TO:<rcpt@example.com>", 250)
+	c.Cmd("DATA", 354)
+	c.Send("From: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: test\r\n\r\nHello\r\n\r\nBye\r\n.\r\n")
+	c.Expect(250)
+	c.Cmd("QUIT", 221)
+	m := rec.Wait(t, 1)[0]
 	mu.Lock()
 	defer mu.Unlock()
 	require.Zero(t, startLen, "OnDataStart runs before the first byte is stored")
 	require.True(t, strings.HasPrefix(received, "Received: from client.example ([127.0.0.1]) by 127.0.0.1 with SMTP; "), received)
-	require.Equal(t, received+"\r\nFrom: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: test\r\nX-inject: 1\r\n\r\nHello\r\n\r\nBye\r\n", m.Data)
-	require.Equal(t, 1, strings.Count(m.Data, "X-inject"), "headers hook runs once, at the first empty line")
+	require.Equal(t, received+"\r\nFrom: sender@example.com\r\nTo: rcpt@example.com\r\nSubject: test\r\nX-inject: 1\r\n\r\nHello\r\n\r\nBye\r\n", string(m.Data))
+	require.Equal(t, 1, strings.Count(string(m.Data), "X-inject"), "headers hook runs once, at the first empty line")
 }
 
-// scenarioSMTPBytes is what net/smtp puts on the wire for msg, after the server's
+// netSMTPBytes is what net/smtp puts on the wire for msg, after the server's
 // dot-unstuffing: every line end CRLF, and a final CRLF when missing.
-func scenarioSMTPBytes(msg string) string {
+func netSMTPBytes(msg string) string {
 	s := strings.ReplaceAll(msg, "\r\n", "\n")
 	s = strings.ReplaceAll(s, "\n", "\r\n")
 	if s != "" && !strings.HasSuffix(s, "\r\n") {
@@ -197,7 +199,7 @@ func scenarioSMTPBytes(msg string) string {
 	return s
 }
 
-func TestScenarioNetSMTPSendMail(t *testing.T) {
+func TestSessionNetSMTPSendMail(t *testing.T) {
 	tests := []struct {
 		name string
 		i18n bool
@@ -210,26 +212,24 @@ func TestScenarioNetSMTPSendMail(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newRecorder()
-			addr := serve(t, &Server{Handler: h, Internationalization: tc.i18n})
-			err := smtp.SendMail(addr, nil, "a@b.example", []string{"c@d.example", "e@f.example"}, []byte(tc.msg))
+			h := &smtptest.Recorder{}
+			ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.Internationalization = tc.i18n })
+			err := smtp.SendMail(ts.Addr, nil, "a@b.example", []string{"c@d.example", "e@f.example"}, []byte(tc.msg))
 			require.NoError(t, err)
-			m := h.waitMessages(t, 1)[0]
-			require.Equal(t, scenarioSMTPBytes(tc.msg), m.Data)
+			m := h.Wait(t, 1)[0]
+			require.Equal(t, netSMTPBytes(tc.msg), string(m.Data))
 			require.Equal(t, "a@b.example", m.From)
 			require.Equal(t, []string{"c@d.example", "e@f.example"}, m.To)
 			require.Equal(t, "localhost", m.Helo)
-			require.Equal(t, tc.body, m.Body)
+			require.Equal(t, tc.body, m.EncodingBody)
 		})
 	}
 }
 
-func TestScenarioNetSMTPTenMessages(t *testing.T) {
-	h := newRecorder()
-	addr := serve(t, &Server{Handler: h})
-	c, err := smtp.Dial(addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
+func TestSessionNetSMTPTenMessages(t *testing.T) {
+	h := &smtptest.Recorder{}
+	ts := smtptest.NewServer(t, h)
+	c := ts.Client(t)
 	require.NoError(t, c.Hello("ten.example"))
 	var msgs []string
 	for i := range 10 {
@@ -252,61 +252,61 @@ func TestScenarioNetSMTPTenMessages(t *testing.T) {
 		require.NoError(t, w.Close())
 	}
 	require.NoError(t, c.Quit())
-	got := h.waitMessages(t, 10)
+	got := h.Wait(t, 10)
 	require.Len(t, got, 10)
 	for i, m := range got {
-		require.Equal(t, scenarioSMTPBytes(msgs[i]), m.Data, "message %d", i)
+		require.Equal(t, netSMTPBytes(msgs[i]), string(m.Data), "message %d", i)
 		require.Equal(t, fmt.Sprintf("from%d@example.com", i), m.From)
 		require.Equal(t, []string{fmt.Sprintf("to%d@example.com", i)}, m.To)
 		require.Equal(t, "ten.example", m.Helo)
 	}
 }
 
-// scenarioIsolation checks in each hook that the session only sees its own client's
+// isolationHandler checks in each hook that the session only sees its own client's
 // data: every value carries the client's token.
-type scenarioIsolation struct {
-	BaseHandler
+type isolationHandler struct {
+	smtpd.BaseHandler
 	mu     sync.Mutex
-	tokens map[*Session]string
+	tokens map[*smtpd.Session]string
 	bad    []string
 	count  int
 }
 
-func (h *scenarioIsolation) fail(format string, args ...any) error {
+func (h *isolationHandler) fail(format string, args ...any) error {
 	h.mu.Lock()
 	h.bad = append(h.bad, fmt.Sprintf(format, args...))
 	h.mu.Unlock()
-	return SMTPError554
+	return smtpd.SMTPError554
 }
 
-func (h *scenarioIsolation) OnHelo(s *Session, helo string) error {
+func (h *isolationHandler) OnHelo(s *smtpd.Session, helo string) error {
 	h.mu.Lock()
 	h.tokens[s] = strings.TrimPrefix(helo, "client-")
 	h.mu.Unlock()
 	return nil
 }
 
-func (h *scenarioIsolation) token(s *Session) string {
+func (h *isolationHandler) token(s *smtpd.Session) string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.tokens[s]
 }
 
-func (h *scenarioIsolation) OnMailFrom(s *Session, from string) (string, error) {
+func (h *isolationHandler) OnMailFrom(s *smtpd.Session, from string) (string, error) {
 	if tok := h.token(s); from != "from-"+tok+"@example.com" {
 		return "", h.fail("session %s got MAIL FROM %s", tok, from)
 	}
 	return "", nil
 }
 
-func (h *scenarioIsolation) OnRcptTo(s *Session, to string) (string, error) {
+func (h *isolationHandler) OnRcptTo(s *smtpd.Session, to string) (string, error) {
 	if tok := h.token(s); !strings.HasSuffix(to, "-"+tok+"@example.com") || s.Envelope.From != "from-"+tok+"@example.com" {
 		return "", h.fail("session %s got RCPT TO %s (from %s)", tok, to, s.Envelope.From)
 	}
 	return "", nil
 }
 
-func (h *scenarioIsolation) OnMessage(s *Session) error {
+func (h *isolationHandler) OnMessage(s *smtpd.Session) error {
 	tok := h.token(s)
 	switch {
 	case s.Helo != "client-"+tok:
@@ -315,7 +315,7 @@ func (h *scenarioIsolation) OnMessage(s *Session) error {
 		return h.fail("session %s has From %s", tok, s.Envelope.From)
 	case len(s.Envelope.To) != 2 || s.Envelope.To[0] != "to-"+tok+"@example.com" || s.Envelope.To[1] != "cc-"+tok+"@example.com":
 		return h.fail("session %s has To %v", tok, s.Envelope.To)
-	case string(s.Message.Data) != scenarioIsolationMessage(tok):
+	case string(s.Message.Data) != isolationMessage(tok):
 		return h.fail("session %s has data %q", tok, s.Message.Data)
 	}
 	h.mu.Lock()
@@ -324,21 +324,21 @@ func (h *scenarioIsolation) OnMessage(s *Session) error {
 	return nil
 }
 
-func scenarioIsolationMessage(tok string) string {
+func isolationMessage(tok string) string {
 	return "Subject: token " + tok + "\r\n\r\n" + strings.Repeat("body of "+tok+"\r\n", 20)
 }
 
-func TestScenarioParallelSessions(t *testing.T) {
+func TestSessionsIsolatedInParallel(t *testing.T) {
 	const clients, perClient = 100, 3
-	h := &scenarioIsolation{tokens: map[*Session]string{}}
-	addr := serve(t, &Server{Handler: h, MaxProcessings: clients})
+	h := &isolationHandler{tokens: map[*smtpd.Session]string{}}
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.MaxProcessings = clients })
 	start := make(chan struct{})
 	ready := make(chan error, clients)
 	errs := make(chan error, clients)
 	for i := range clients {
 		go func() {
 			tok := fmt.Sprintf("t%03d", i)
-			c, err := smtp.Dial(addr)
+			c, err := smtp.Dial(ts.Addr)
 			if err == nil {
 				err = c.Hello("client-" + tok)
 			}
@@ -350,7 +350,7 @@ func TestScenarioParallelSessions(t *testing.T) {
 			defer c.Close()
 			<-start
 			for j := range perClient {
-				if err := scenarioSend(c, tok); err != nil {
+				if err := isolationSend(c, tok); err != nil {
 					errs <- fmt.Errorf("client %s message %d: %w", tok, j, err)
 					return
 				}
@@ -371,7 +371,7 @@ func TestScenarioParallelSessions(t *testing.T) {
 	require.Equal(t, clients*perClient, h.count)
 }
 
-func scenarioSend(c *smtp.Client, tok string) error {
+func isolationSend(c *smtp.Client, tok string) error {
 	if err := c.Mail("from-" + tok + "@example.com"); err != nil {
 		return err
 	}
@@ -385,7 +385,7 @@ func scenarioSend(c *smtp.Client, tok string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.Write([]byte(scenarioIsolationMessage(tok))); err != nil {
+	if _, err := w.Write([]byte(isolationMessage(tok))); err != nil {
 		return err
 	}
 	return w.Close()
@@ -393,25 +393,25 @@ func scenarioSend(c *smtp.Client, tok string) error {
 
 // OnDataStart runs for an empty message too (at the final dot), so a Received header
 // added there is stored.
-func TestScenarioEmptyMessageDataStart(t *testing.T) {
-	rec := newRecorder()
+func TestSessionEmptyMessageRunsOnDataStart(t *testing.T) {
+	rec := &smtptest.Recorder{}
 	var starts atomic.Int32
 	h := &hookHandler{
-		dataStart: func(s *Session) error {
+		dataStart: func(s *smtpd.Session) error {
 			starts.Add(1)
 			s.Message.Data = append(s.Message.Data, "Received: by test"+s.Message.CRLF...)
 			return nil
 		},
 		message: rec.OnMessage,
 	}
-	addr := serve(t, &Server{Handler: h})
-	c := protoGreeted(t, addr)
-	c.cmd("MAIL FROM:<a@b.example>", 250)
-	c.cmd("RCPT TO:<c@d.example>", 250)
-	c.cmd("DATA", 354)
-	c.send(".\r\n")
-	c.protoExpect(250, protoText250Data)
-	m := rec.waitMessages(t, 1)[0]
+	ts := smtptest.NewServer(t, h)
+	c := greeted(t, ts)
+	c.Cmd("MAIL FROM:<a@b.example>", 250)
+	c.Cmd("RCPT TO:<c@d.example>", 250)
+	c.Cmd("DATA", 354)
+	c.Send(".\r\n")
+	require.Equal(t, smtpd.ProtoText250Data, c.Expect(250))
+	m := rec.Wait(t, 1)[0]
 	require.Equal(t, int32(1), starts.Load(), "OnDataStart calls")
-	require.Equal(t, "Received: by test\r\n", m.Data)
+	require.Equal(t, "Received: by test\r\n", string(m.Data))
 }
