@@ -45,7 +45,7 @@ func (s *Session) cmdAuth(args string) error {
 		initial = &rest
 	}
 	var err error
-	switch strings.ToUpper(mech) {
+	switch upperASCII(mech) {
 	case "PLAIN":
 		err = s.authPlain(initial)
 	case "LOGIN":

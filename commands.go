@@ -96,7 +96,25 @@ func (s *Session) dispatch(text []byte) {
 // text (trimmed of surrounding spaces).
 func splitCommand(line string) (verb, args string) {
 	verb, args, _ = strings.Cut(line, " ")
-	return strings.ToUpper(verb), strings.Trim(args, " \t")
+	return upperASCII(verb), strings.Trim(args, " \t")
+}
+
+// upperASCII upper-cases the ASCII letters of s only: SMTP's words are
+// case-insensitive in ASCII (RFC 5321 2.4), and strings.ToUpper would make "QUıT"
+// a QUIT.
+func upperASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'a' <= s[i] && s[i] <= 'z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if 'a' <= b[j] && b[j] <= 'z' {
+					b[j] -= 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func noArgs(args string) error {

@@ -3,7 +3,6 @@ package smtpd
 import (
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/midismtp/smtpd/internal/address"
@@ -86,7 +85,7 @@ func (s *Session) parseMailParams(params []address.Param) (mailParams, error) {
 	var p mailParams
 	seen := map[string]bool{}
 	for _, prm := range params {
-		key := strings.ToUpper(prm.Key)
+		key := upperASCII(prm.Key)
 		if seen[key] {
 			return p, SMTPError501
 		}
@@ -103,9 +102,7 @@ func (s *Session) mailParam(p *mailParams, key string, prm address.Param) error 
 	ok := true
 	switch {
 	case key == "SIZE":
-		var n int64
-		n, ok = parseDecimal(prm.Value)
-		p.size = int(min(n, int64(^uint32(0)>>1)))
+		p.size, ok = parseSize(prm.Value)
 	case key == "BODY" && (s.cfg.i18n || s.cfg.chunking):
 		p.body, ok = s.bodyParam(prm.Value)
 	case key == "SMTPUTF8" && s.cfg.i18n:
@@ -127,7 +124,7 @@ func (s *Session) mailParam(p *mailParams, key string, prm address.Param) error 
 
 // bodyParam reads BODY=: 7BIT, 8BITMIME (Internationalization) or BINARYMIME (Chunking).
 func (s *Session) bodyParam(v string) (string, bool) {
-	switch strings.ToUpper(v) {
+	switch keywordASCII(v, "7BIT", "8BITMIME", "BINARYMIME") {
 	case "7BIT":
 		return "7bit", true
 	case "8BITMIME":
@@ -143,7 +140,7 @@ func (s *Session) bodyParam(v string) (string, bool) {
 func (s *Session) rcptParams(params []address.Param) (RecipientDSN, error) {
 	var d RecipientDSN
 	for _, prm := range params {
-		key := strings.ToUpper(prm.Key)
+		key := upperASCII(prm.Key)
 		ok := false
 		switch {
 		case !s.cfg.dsn || key != "NOTIFY" && key != "ORCPT":
@@ -231,7 +228,7 @@ func (s *Session) succeed(err error, def *SMTPError) error {
 
 // cutPrefixFold cuts prefix from s, ignoring ASCII case.
 func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+	if len(s) < len(prefix) || upperASCII(s[:len(prefix)]) != prefix {
 		return s, false
 	}
 	return s[len(prefix):], true

@@ -28,8 +28,28 @@ func parseDecimal(v string) (int64, bool) {
 	return n, true
 }
 
+// parseSize parses SIZE=: 1 to 20 digits (RFC 1870 "size-value ::= 1*20DIGIT"),
+// saturating at the largest int32, far beyond any MaxMessageSize.
+func parseSize(v string) (int, bool) {
+	if len(v) == 0 || len(v) > 20 {
+		return 0, false
+	}
+	const most = 1<<31 - 1
+	n := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if n < most {
+			n = min(n*10+int(c-'0'), most)
+		}
+	}
+	return n, true
+}
+
 // parseBdat parses BDAT's argument: "<size>" or "<size> LAST" (RFC 3030 2,
-// one space between, LAST in any case).
+// one space between, LAST in any ASCII case).
 func parseBdat(args string) (size int64, last, ok bool) {
 	num, rest, hasRest := strings.Cut(args, " ")
 	size, ok = parseDecimal(num)
@@ -39,19 +59,16 @@ func parseBdat(args string) (size int64, last, ok bool) {
 	if !hasRest {
 		return size, false, true
 	}
-	if !strings.EqualFold(rest, "LAST") {
+	if keywordASCII(rest, "LAST") == "" { // not EqualFold: its Unicode folding takes "LAſT" for LAST
 		return 0, false, false
 	}
 	return size, true, true
 }
 
-// parseRet parses DSN's RET=: FULL or HDRS, any case (RFC 3461 4.3).
+// parseRet parses DSN's RET=: FULL or HDRS, any ASCII case (RFC 3461 4.3).
 func parseRet(v string) (string, bool) {
-	switch u := strings.ToUpper(v); u {
-	case "FULL", "HDRS":
-		return u, true
-	}
-	return "", false
+	u := keywordASCII(v, "FULL", "HDRS")
+	return u, u != ""
 }
 
 // maxEnvID is ENVID's longest value, in characters before decoding (RFC 3461 4.4).
@@ -72,10 +89,8 @@ func parseEnvID(v string) (string, bool) {
 func parseNotify(v string) ([]string, bool) {
 	var out []string
 	for item := range strings.SplitSeq(v, ",") {
-		u := strings.ToUpper(item)
-		switch u {
-		case "NEVER", "SUCCESS", "FAILURE", "DELAY":
-		default:
+		u := keywordASCII(item, "NEVER", "SUCCESS", "FAILURE", "DELAY")
+		if u == "" {
 			return nil, false
 		}
 		for _, seen := range out {
@@ -93,7 +108,9 @@ func parseNotify(v string) ([]string, bool) {
 const maxORcpt = 500
 
 // parseORcpt parses DSN's ORCPT=: addr-type ";" xtext (RFC 3461 4.2); the address
-// type is an atom such as "rfc822" or "utf-8". It returns the decoded value.
+// type is an atom such as "rfc822" or "utf-8". It returns the decoded value, which
+// may hold no control character (RFC 3461 4.2: printable characters only), so that
+// no "+0D+0A" can put a line break into a DSN built from it.
 func parseORcpt(v string) (string, bool) {
 	typ, addr, ok := strings.Cut(v, ";")
 	if !ok || len(v) > maxORcpt || typ == "" || addr == "" {
@@ -105,10 +122,45 @@ func parseORcpt(v string) (string, bool) {
 		}
 	}
 	d, err := decodeXtext(addr)
-	if err != nil || d == "" {
+	if err != nil || d == "" || hasControl(d) {
 		return "", false
 	}
 	return typ + ";" + d, true
+}
+
+// hasControl reports whether s has an ASCII control character (C0 or DEL).
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+// keywordASCII returns the keyword of kws (upper case) that s is in any ASCII case,
+// or "". Keywords are case-insensitive in ASCII only (RFC 5234 2.3): strings.ToUpper
+// and EqualFold would take "ſ" for "S" and "ı" for "I".
+func keywordASCII(s string, kws ...string) string {
+	for _, kw := range kws {
+		if len(s) != len(kw) {
+			continue
+		}
+		i := 0
+		for ; i < len(s); i++ {
+			c := s[i]
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			if c != kw[i] {
+				break
+			}
+		}
+		if i == len(s) {
+			return kw
+		}
+	}
+	return ""
 }
 
 func printableASCII(s string) bool {

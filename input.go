@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -53,12 +54,15 @@ func (s *Session) commandLoop() loopResult {
 		s.commands++
 		text, err := commandText(line, s.cfg.crlfMode)
 		switch {
-		case isBdat(text):
+		case isBdat(text) && bytes.IndexByte(text, 0) < 0 && bytes.IndexByte(text, '\r') < 0:
 			s.lineRefused = nil
 			if err != nil {
 				s.lineRefused = errCRLF
 			}
 			s.dispatch(text)
+		case isBdat(text):
+			s.logger.Info("BDAT line with NUL or CR; closing", "line", excerpt(string(text)))
+			s.closeWith(errBdatSyntax) // its octets cannot be trusted to be counted right
 		case s.commands == 1 && isNonSMTP(text):
 			s.srv.stats.limit(&s.srv.stats.NonSMTP)
 			s.logger.Warn("non-SMTP client (HTTP?); closing", "line", excerpt(string(text)))

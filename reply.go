@@ -36,8 +36,8 @@ func (s *Session) sendText(code int, text string) {
 // enhancedCode is the RFC 3463 code sent with r: its own, else with
 // EnhancedStatusCodes the code of its meaning or its class default.
 func (s *Session) enhancedCode(r *SMTPError) string {
-	if r.EnhancedCode != "" || !s.cfg.enhancedCodes {
-		return r.EnhancedCode
+	if !s.cfg.enhancedCodes || r.EnhancedCode != "" && validEnhanced(r.Code, r.EnhancedCode) {
+		return r.EnhancedCode // off: a hook's own, which writeReply drops when invalid
 	}
 	if e, ok := enhancedCodes[r]; ok {
 		return e

@@ -66,7 +66,7 @@ func parseXClient(args string) (xclientUpdate, error) {
 		if !ok || err != nil {
 			return u, SMTPError501
 		}
-		switch strings.ToUpper(name) {
+		switch upperASCII(name) {
 		case "ADDR":
 			addr, ok := xclientAddr(value)
 			if !ok {
@@ -89,7 +89,7 @@ func parseXClient(args string) (xclientUpdate, error) {
 		case "LOGIN":
 			u.login = &value
 		case "PROTO":
-			if p := strings.ToUpper(value); p != "SMTP" && p != "ESMTP" && !isUnavailable(value) {
+			if p := upperASCII(value); p != "SMTP" && p != "ESMTP" && !isUnavailable(value) {
 				return u, SMTPError501
 			}
 		default:
@@ -150,7 +150,7 @@ func xclientPort(v string) (int, bool) {
 }
 
 func isUnavailable(v string) bool {
-	return strings.EqualFold(v, xclientUnavailable) || strings.EqualFold(v, xclientTempUnavail)
+	return keywordASCII(v, xclientUnavailable, xclientTempUnavail) != ""
 }
 
 // decodeXtext decodes RFC 3461 xtext: "+" and two upper-case hex digits stand for
