@@ -11,16 +11,6 @@ import (
 // every case: CHUNKING off, the BDAT refused, a failed transfer. Only a size that
 // does not parse cannot be resynchronised: that closes the connection.
 
-var (
-	errBdatSyntax = &SMTPError{Code: 501, Message: "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"}
-	errNoChunking = &SMTPError{Code: 502, Message: "Command not implemented"}
-)
-
-func init() {
-	enhancedCodes[errBdatSyntax] = "5.5.4"
-	enhancedCodes[errNoChunking] = "5.5.1"
-}
-
 // isBdat reports whether a command line is a BDAT command: its octets follow it at
 // once, so the pipelining and line-end checks of other commands do not apply
 // before them.

@@ -92,6 +92,8 @@ var (
 	errXClientDenied     = &SMTPError{Code: 550, Message: "XCLIENT not permitted"}
 	errBadHelo           = &SMTPError{Code: 501, Message: "Syntax error in parameters or arguments"}
 	errTooManyParams     = &SMTPError{Code: 501, Message: "Too many parameters"}
+	errBdatSyntax        = &SMTPError{Code: 501, Message: "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"}
+	errNoChunking        = &SMTPError{Code: 502, Message: "Command not implemented"}
 )
 
 // The server's success replies (hooks may replace some with their own).
@@ -121,6 +123,7 @@ var enhancedCodes = map[*SMTPError]string{
 	errAuthTooLong: "5.5.6", errTooManyErrors: "4.7.0", errTooManyJunk: "4.7.0", errPerIP: "4.7.0",
 	errWaitTimeout: "4.3.2", errPregreet: "5.5.1", errNonSMTP: "5.5.1", errSlowData: "4.4.2",
 	errBufferedData: "4.3.1", errXClientDenied: "5.7.0", errBadHelo: "5.5.2", errTooManyParams: "5.5.4",
+	errBdatSyntax: "5.5.4", errNoChunking: "5.5.1",
 
 	replyOK: "2.0.0", replyMailOK: "2.1.0", replyRcptOK: "2.1.5", replyDelivered: "2.0.0",
 	replyBye: "2.0.0", replyAuthOK: "2.7.0", replyStartTLS: "2.0.0",
