@@ -176,3 +176,30 @@ func TestBenchMessage(t *testing.T) {
 	require.Contains(t, got[0].Data, "\r\n.he quick", "stuffed lines are unstuffed")
 	require.GreaterOrEqual(t, n, 1<<10)
 }
+
+// BenchmarkConnection is shape a of make load: a new connection per 1 KiB message
+// (banner, EHLO, MAIL, RCPT, DATA, QUIT), in lockstep.
+func BenchmarkConnection(b *testing.B) {
+	wire, _ := benchMessage(1 << 10)
+	addr := serve(b, &Server{})
+	mail := []byte("MAIL FROM:<a@example.org>\r\n")
+	rcpt := []byte("RCPT TO:<b@example.org>\r\n")
+	data := []byte("DATA\r\n")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := benchDial(b, addr)
+		c.write(mail)
+		c.expect(250)
+		c.write(rcpt)
+		c.expect(250)
+		c.write(data)
+		c.expect(354)
+		c.write(wire)
+		c.expect(250)
+		c.quit()
+		c.conn.Close()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}

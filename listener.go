@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -131,11 +132,16 @@ func (srv *Server) implicitPorts(addrs []hostport.Addr) (map[string]bool, error)
 	return set, nil
 }
 
+// listenConfig turns TCP keep-alive off on accepted connections: every session
+// has its own deadlines (IOCmdTimeout, WaitTimeout), and keep-alive would cost four
+// system calls per connection.
+var listenConfig = net.ListenConfig{KeepAlive: -1}
+
 // bindAll listens on every address or, on the first failure, closes what it bound.
 func bindAll(addrs []hostport.Addr, implicit map[string]bool) ([]boundListener, error) {
 	bound := make([]boundListener, 0, len(addrs))
 	for _, a := range addrs {
-		l, err := net.Listen("tcp", a.String())
+		l, err := listenConfig.Listen(context.Background(), "tcp", a.String())
 		if err != nil {
 			for _, b := range bound {
 				b.Close()
