@@ -13,7 +13,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/mail"
 	"os"
 	"os/signal"
@@ -26,15 +28,21 @@ import (
 // handler accepts everything (BaseHandler) and overrides only OnMessage.
 type handler struct {
 	smtpd.BaseHandler
+	out io.Writer // where the message lines go: standard output
 }
 
 // OnMessage runs once per message, after the final dot. Returning nil answers 250.
-func (handler) OnMessage(s *smtpd.Session) error {
+func (h handler) OnMessage(s *smtpd.Session) error {
 	subject := "(no subject)"
 	if msg, err := mail.ReadMessage(bytes.NewReader(s.Message.Data)); err == nil {
 		subject = msg.Header.Get("Subject")
+		// RFC 2047 encoded words ("=?utf-8?q?Gr=C3=BC=C3=9Fe?=") decoded; a charset
+		// the decoder does not know leaves the subject as sent.
+		if decoded, err := new(mime.WordDecoder).DecodeHeader(subject); err == nil {
+			subject = decoded
+		}
 	}
-	fmt.Printf("from <%s> to %q: %s\n", s.Envelope.From, s.Envelope.To, subject)
+	fmt.Fprintf(h.out, "from <%s> to %q: %s\n", s.Envelope.From, s.Envelope.To, subject)
 	return nil
 }
 
@@ -45,7 +53,7 @@ func main() {
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	srv := &smtpd.Server{
-		Handler: handler{},
+		Handler: handler{out: os.Stdout},
 		Hosts:   *hosts,
 		Ports:   *ports,
 		Logger:  logger,

@@ -30,6 +30,18 @@ import (
 
 const demoUser, demoPass = "demo", "password"
 
+const usageHead = `tls is an SMTP server that wants encryption and a login: STARTTLS is offered
+(AUTH on plaintext is answered 538) and AUTH is required before mail is accepted.
+The one credential is user "demo", password "password". The certificate is a
+self-signed one made at start unless -cert (and -key) are given; its SHA-256
+fingerprint is logged so that clients can pin it. Each message received is printed.
+Ctrl-C stops it gracefully.
+
+  swaks --server 127.0.0.1:2525 --tls --auth PLAIN --auth-user demo --auth-password password --to you@example.com
+
+Usage: tls [flags]
+`
+
 // handler accepts the demo credential and prints each message it receives.
 type handler struct {
 	smtpd.BaseHandler
@@ -74,6 +86,10 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
 	hosts := fs.String("hosts", "127.0.0.1", "addresses to listen on, comma separated")
 	ports := fs.String("ports", "2525", "ports to listen on, comma separated")
 	cert := fs.String("cert", "", "PEM certificate `file`; default: a self-signed certificate")
