@@ -20,7 +20,7 @@
 
 GO       ?= go
 FUZZTIME ?= 20s
-NESTED   ?= examples/metrics bench/tools bench/peers/gosmtp
+NESTED   ?= examples/metrics examples/queue bench/tools bench/peers/gosmtp
 
 .PHONY: test fmt-check vet bench fuzz load load-hostile load-big
 

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"encoding/base64"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -149,7 +150,7 @@ func abuseDialFrom(t *testing.T, addr, ip string) *client {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
-		t.Skipf("cannot dial from %s here: %v", ip, err)
+		clientsMissing(t, fmt.Sprintf("cannot dial from %s here: %v", ip, err))
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &client{t: t, conn: conn, r: bufio.NewReader(conn)}

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -30,7 +31,7 @@ func admDial(t *testing.T, addr, ip string) net.Conn {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	conn, err := d.Dial("tcp", addr)
 	if errors.Is(err, syscall.EADDRNOTAVAIL) {
-		t.Skipf("cannot dial from %s here: %v", ip, err)
+		clientsMissing(t, fmt.Sprintf("cannot dial from %s here: %v", ip, err))
 	}
 	require.NoError(t, err, "dial from %s", ip)
 	return conn
@@ -55,7 +56,7 @@ func admFDs(t *testing.T, n uint64) {
 	rl.Cur = min(n, rl.Max)
 	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl))
 	if rl.Cur < n {
-		t.Skipf("open file limit %d is below the %d this test needs", rl.Cur, n)
+		clientsMissing(t, fmt.Sprintf("open file limit %d is below the %d this test needs", rl.Cur, n))
 	}
 }
 

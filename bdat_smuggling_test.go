@@ -170,10 +170,10 @@ func TestBdatSmugglingRefused(t *testing.T) {
 	for _, mode := range smugModes {
 		for _, pipelining := range []bool{false, true} {
 			for _, rc := range bdatRefusals {
+				if strings.HasSuffix(rc.line, "\n") && mode != CRLFStrict {
+					continue // a bare LF ends a command line outside CRLFStrict: no refusal to test
+				}
 				t.Run(fmt.Sprintf("%v/pipelining=%v/%s", mode, pipelining, rc.name), func(t *testing.T) {
-					if strings.HasSuffix(rc.line, "\n") && mode != CRLFStrict {
-						t.Skip("a bare LF ends a command line outside CRLFStrict")
-					}
 					t.Parallel()
 					h := newBdatHandler()
 					if rc.handler != nil {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// record is the .json written next to each .eml with -consume -out.
+type record struct {
+	ID         string   `json:"id"` // the Nats-Msg-Id
+	StreamSeq  uint64   `json:"stream_seq"`
+	From       string   `json:"from"`
+	To         []string `json:"to"`
+	RemoteIP   string   `json:"remote_ip"`
+	RemotePort int      `json:"remote_port"`
+	ProxyIP    string   `json:"proxy_ip,omitempty"`
+	Helo       string   `json:"helo"`
+	Session    string   `json:"session"`
+	ReceivedAt string   `json:"received_at"`
+	Bytes      int      `json:"bytes"`
+}
+
+// consume reads the stream with a durable pull consumer until ctx is done: each
+// message is printed (one line) or written to -out, then acknowledged — with a
+// confirmation from the server, so a message is never acknowledged before it was
+// handled. A message that could not be written is redelivered later.
+func consume(ctx context.Context, cfg *config, q *queue, logger *slog.Logger, out io.Writer) error {
+	if cfg.out != "" {
+		if err := os.MkdirAll(cfg.out, 0o750); err != nil {
+			return err
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := q.js.CreateOrUpdateConsumer(cctx, cfg.streamName, jetstream.ConsumerConfig{
+		Durable:       cfg.durable,
+		Description:   "examples/queue -consume",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1000,
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("consumer %s on stream %s: %w", cfg.durable, cfg.streamName, err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(100))
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, iter.Stop)
+	defer stop()
+	defer iter.Stop()
+	logger.Info("consuming", "stream", cfg.streamName, "durable", cfg.durable, "out", cfg.out)
+	for {
+		m, err := iter.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return nil
+		}
+		if err != nil {
+			logger.Warn("consumer", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if err := handle(cfg, m, out); err != nil {
+			logger.Error("message not handled; it will be redelivered", "err", err)
+			m.NakWithDelay(5 * time.Second)
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := m.DoubleAck(actx); err != nil && ctx.Err() == nil {
+			logger.Warn("acknowledgement not confirmed; the message may come again", "err", err)
+		}
+		cancel()
+	}
+}
+
+// handle prints m or writes it to -out.
+func handle(cfg *config, m jetstream.Msg, out io.Writer) error {
+	h := m.Headers()
+	rec := record{
+		ID:         h.Get(jetstream.MsgIDHeader),
+		From:       h.Get(HeaderFrom),
+		To:         h.Values(HeaderTo),
+		RemoteIP:   h.Get(HeaderRemoteIP),
+		ProxyIP:    h.Get(HeaderProxyIP),
+		Helo:       h.Get(HeaderHelo),
+		Session:    h.Get(HeaderSession),
+		ReceivedAt: h.Get(HeaderReceivedAt),
+		Bytes:      len(m.Data()),
+	}
+	rec.RemotePort, _ = strconv.Atoi(h.Get(HeaderRemotePort))
+	if meta, err := m.Metadata(); err == nil {
+		rec.StreamSeq = meta.Sequence.Stream
+	}
+	if cfg.out == "" {
+		_, err := fmt.Fprintf(out, "message %d %s from=<%s> to=<%s> remote=%s port=%d proxy=%s bytes=%d\n",
+			rec.StreamSeq, rec.ID, rec.From, strings.Join(rec.To, ">,<"), rec.RemoteIP, rec.RemotePort, rec.ProxyIP, rec.Bytes)
+		return err
+	}
+	name := fileName(rec)
+	if err := writeFile(filepath.Join(cfg.out, name+".eml"), m.Data()); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(cfg.out, name+".json"), append(js, '\n'))
+}
+
+// fileName is the message's Nats-Msg-Id when it is a safe file name, else its
+// stream sequence: a redelivered message overwrites its own files.
+func fileName(rec record) string {
+	ok := rec.ID != "" && len(rec.ID) <= 200 && strings.IndexFunc(rec.ID, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	}) < 0
+	if ok {
+		return rec.ID
+	}
+	return fmt.Sprintf("seq-%012d", rec.StreamSeq)
+}
+
+// writeFile writes data to path atomically: a temporary file, synced, renamed.
+func writeFile(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
