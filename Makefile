@@ -2,7 +2,8 @@
 #
 #   make test    gofmt check, go vet, all tests with the race detector (what CI runs),
 #                the library's module and the nested modules of NESTED (examples and
-#                bench tools with their own go.mod, so the library's stays small)
+#                bench tools with their own go.mod, so the library's stays small; each
+#                tested on its own, GOWORK=off: go.work is only for go run ./examples/queue)
 #   make bench   all benchmarks, with allocations
 #   make fuzz    every fuzz target of every package, FUZZTIME each (default 20s), in turn
 #   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
@@ -28,7 +29,7 @@ test: fmt-check vet
 	$(GO) test -race -count=1 ./...
 	@set -e; for m in $(NESTED); do \
 		echo "== $$m (own module)"; \
-		(cd $$m && $(GO) vet ./... && $(GO) test -race -count=1 ./...); \
+		(cd $$m && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) test -race -count=1 ./...); \
 	done
 
 fmt-check:
