@@ -1,9 +1,10 @@
 # smtpd - make targets
 #
 #   make test    gofmt check, go vet, all tests with the race detector (what CI runs),
-#                the library's module and the nested modules of NESTED (examples and
-#                bench tools with their own go.mod, so the library's stays small; each
-#                tested on its own, GOWORK=off: go.work is only for go run ./examples/queue)
+#                the library's module and the nested modules of NESTED (examples with
+#                their own go.mod, so the library's stays small; each tested on its own,
+#                GOWORK=off: go.work is only for go run ./examples/queue); the bench
+#                tools' modules (TOOLS) are vetted and built
 #   make bench   all benchmarks, with allocations
 #   make fuzz    every fuzz target of every package, FUZZTIME each (default 20s), in turn
 #   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
@@ -21,11 +22,17 @@
 
 GO       ?= go
 FUZZTIME ?= 20s
-NESTED   ?= examples/metrics examples/queue bench/tools bench/peers/gosmtp
+NESTED   ?= examples/metrics examples/queue
+# modules with no tests of their own: vetted and built only (make load runs them)
+TOOLS    ?= bench/tools bench/peers/gosmtp
 
 .PHONY: test fmt-check vet bench fuzz load load-hostile load-big
 
 test: fmt-check vet
+	@set -e; for m in $(TOOLS); do \
+		echo "== $$m (own module): vet, build"; \
+		(cd $$m && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) build -o /dev/null ./...); \
+	done
 	$(GO) test -race -count=1 ./...
 	@set -e; for m in $(NESTED); do \
 		echo "== $$m (own module)"; \
