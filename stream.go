@@ -36,8 +36,9 @@ type MessageStreamer interface {
 }
 
 // streamBufferSize is how much message data is handed to the stream hook at once:
-// one goroutine hand-off per 32 KiB, not one per line.
-const streamBufferSize = 32 << 10
+// one goroutine hand-off per 8 KiB, not one per line (more only adds memory per
+// session: the hand-off costs little next to the copying).
+const streamBufferSize = 8 << 10
 
 var streamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, streamBufferSize) }}
 

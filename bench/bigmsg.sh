@@ -5,6 +5,7 @@
 #
 # Knobs: STREAM_SIZE=1073741824 BUFFERED_SIZE=268435456 PORT=12547
 set -euo pipefail
+export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STREAM_SIZE=${STREAM_SIZE:-1073741824}
 BUFFERED_SIZE=${BUFFERED_SIZE:-268435456}

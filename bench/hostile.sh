@@ -30,7 +30,7 @@
 #   OUT=<new dir under /tmp>  raw lines (raw.txt), table and sink logs
 # Loopback only; the sinks it starts are stopped by PID when it exits.
 set -u -o pipefail
-export GOWORK=off
+export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
 GO=${GO:-go}
 
 case "${1:-}" in

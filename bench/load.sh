@@ -43,8 +43,8 @@
 # on and talks to 127.0.0.1 only; only processes this script started are
 # stopped, by PID.
 set -u -o pipefail
+export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
 export PATH="$PATH:/usr/sbin:/sbin"
-export GOWORK=off
 GO=${GO:-go}
 
 case "${1:-}" in
