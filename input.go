@@ -137,7 +137,7 @@ func (s *Session) readCommand(soft int) ([]byte, error) {
 	if err := s.flush(); err != nil {
 		return nil, errWrite
 	}
-	s.setReadDeadline()
+	s.nextDeadline() // waitOrPark sets it on the connection
 	s.idle.Store(true)
 	if s.srv.isClosing.Load() {
 		s.idle.Store(false)
@@ -158,6 +158,12 @@ func (s *Session) readCommand(soft int) ([]byte, error) {
 // in stress mode), or inside DATA the moment the transfer falls under the minimum
 // data rate, whichever comes first.
 func (s *Session) setReadDeadline() {
+	s.raw.SetReadDeadline(s.nextDeadline())
+}
+
+// nextDeadline computes the next line's deadline (see setReadDeadline) and keeps it
+// in lineDeadline.
+func (s *Session) nextDeadline() time.Time {
 	s.rateDeadline = false
 	timeout := s.timeout()
 	var deadline time.Time
@@ -168,7 +174,7 @@ func (s *Session) setReadDeadline() {
 		deadline, s.rateDeadline = at, true
 	}
 	s.lineDeadline = deadline
-	s.raw.SetReadDeadline(deadline)
+	return deadline
 }
 
 // readFailed answers the reason a line could not be read, where one is owed.

@@ -28,18 +28,23 @@ func (s *Session) waitOrPark() error {
 	deadline := s.lineDeadline
 	short := time.Now().Add(parkAfter)
 	if !deadline.IsZero() && !short.Before(deadline) {
+		s.raw.SetReadDeadline(deadline)
 		return s.r.waitIdle()
 	}
 	s.raw.SetReadDeadline(short)
 	err := s.r.waitIdle()
 	var ne net.Error
-	if err != nil && errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing.Load() &&
-		(deadline.IsZero() || time.Now().Before(deadline)) {
+	switch {
+	case err == nil && s.r.hasLine():
+		return nil // the line is here: no read needs the deadline (the next one sets its own)
+	case err == nil:
+		s.raw.SetReadDeadline(deadline) // the rest of the line comes under the line's deadline
+		return nil
+	case errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing.Load() &&
+		(deadline.IsZero() || time.Now().Before(deadline)):
 		s.raw.SetReadDeadline(deadline)
 		return errParked
-	}
-	s.raw.SetReadDeadline(deadline)
-	if s.srv.isClosing.Load() && err != nil {
+	case s.srv.isClosing.Load():
 		return errShuttingDown
 	}
 	return err
