@@ -192,16 +192,16 @@ func (s *Session) watchFailed(res watchResult) {
 	switch res {
 	case watchTalked:
 		s.srv.stats.limit(&s.srv.stats.Pregreet)
-		s.logger.Info("client talked before the banner; closing")
+		s.log().Info("client talked before the banner; closing")
 		s.closeWith(errPregreet)
 	case watchGone:
 		s.srv.stats.limit(&s.srv.stats.WaitGone)
-		s.logger.Debug("client left while waiting")
+		s.log().Debug("client left while waiting")
 	case watchClosing:
 		s.replyError(SMTPError421, true)
 	case watchTimeout:
 		s.srv.stats.limit(&s.srv.stats.WaitTimeout)
-		s.logger.Warn("no processing slot within WaitTimeout; closing", "wait_timeout", s.cfg.waitTimeout)
+		s.log().Warn("no processing slot within WaitTimeout; closing", "wait_timeout", s.cfg.waitTimeout)
 		s.closeWith(errWaitTimeout)
 	}
 }
@@ -231,6 +231,6 @@ func (srv *Server) warnWaiting(s *Session) {
 	if now-last < int64(time.Second) || !srv.lastWaitWarn.CompareAndSwap(last, now) {
 		return
 	}
-	s.logger.Warn("all processing slots busy; connection waits (stress mode on)",
+	s.log().Warn("all processing slots busy; connection waits (stress mode on)",
 		"max_processings", srv.cfg.maxProcessings, "waiting", srv.adm.waitingNow())
 }

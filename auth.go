@@ -160,7 +160,7 @@ func (s *Session) authenticate(authzID, authcID, password string) error {
 	s.AuthenticationID = authcID
 	s.AuthenticatedAt = time.Now().UTC()
 	s.srv.stats.AuthSuccesses.Add(1)
-	s.logger.Info("authenticated", "authentication_id", excerpt(authcID), "authorization_id", excerpt(s.AuthorizationID))
+	s.log().Info("authenticated", "authentication_id", excerpt(authcID), "authorization_id", excerpt(s.AuthorizationID))
 	s.send(replyAuthOK)
 	return nil
 }
@@ -172,7 +172,7 @@ func (s *Session) authFailed(authcID string, err error) error {
 	}
 	s.authFailures++
 	s.srv.stats.AuthFailures.Add(1)
-	s.logger.Info("authentication failed", "authentication_id", excerpt(authcID), "failures", s.authFailures)
+	s.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", s.authFailures)
 	s.authDelay()
 	if max := s.cfg.maxAuthFailures; max > 0 && s.authFailures >= max {
 		s.srv.stats.limit(&s.srv.stats.MaxAuthFailures)

@@ -24,7 +24,7 @@ func isBdat(line []byte) bool {
 func (s *Session) cmdBdat(args string) error {
 	size, last, ok := parseBdat(args)
 	if !ok {
-		s.logger.Info("BDAT size does not parse; closing", "args", excerpt(args))
+		s.log().Info("BDAT size does not parse; closing", "args", excerpt(args))
 		s.closeWith(errBdatSyntax)
 		return nil
 	}
@@ -82,7 +82,7 @@ func (s *Session) cmdBdat(args string) error {
 		// reply, in LMTP too (RFC 2033 4.3: only BDAT LAST gets one per recipient).
 		failed := t.failed
 		if failed == nil && t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary {
-			s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
+			s.log().Info("message with bare CR or LF refused (CRLFStrict)")
 			failed = errCRLF
 		}
 		if failed == nil {

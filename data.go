@@ -106,7 +106,7 @@ func (s *Session) finish(t *transfer) error {
 	failed := t.failed
 	switch {
 	case t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary && failed == nil:
-		s.logger.Info("message with bare CR or LF refused (CRLFStrict)")
+		s.log().Info("message with bare CR or LF refused (CRLFStrict)")
 		failed = errCRLF
 		if t.stream != nil {
 			t.stream.close(fmt.Errorf("bare CR or LF in the message: %w", errCRLF))
@@ -143,7 +143,7 @@ func (s *Session) storeLine(d dataLine) error {
 	need := len(s.Message.Data) + len(d.text) + len(d.end)
 	if max := s.cfg.maxMessage; max > 0 && need > max {
 		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
-		s.logger.Info("message over MaxMessageSize; discarding the rest", "limit", max)
+		s.log().Info("message over MaxMessageSize; discarding the rest", "limit", max)
 		s.releaseBuffered()
 		return SMTPError552
 	}
@@ -153,7 +153,7 @@ func (s *Session) storeLine(d dataLine) error {
 		// While the data is copied both buffers exist: both count against the budget.
 		if !s.reserveBuffered(grown + old) {
 			s.srv.stats.limit(&s.srv.stats.MaxBufferedData)
-			s.logger.Warn("MaxBufferedData reached; discarding the message", "limit", s.cfg.maxBuffered)
+			s.log().Warn("MaxBufferedData reached; discarding the message", "limit", s.cfg.maxBuffered)
 			s.releaseBuffered()
 			return errBufferedData
 		}

@@ -39,7 +39,7 @@ func (s *Session) commandLoop() loopResult {
 		}
 		if err == errSoftLimit || err == nil && commandTooLong(line) {
 			s.srv.stats.limit(&s.srv.stats.CommandTooLong)
-			s.logger.Info("command line too long; refused", "limit", maxCommandLine)
+			s.log().Info("command line too long; refused", "limit", maxCommandLine)
 			s.replyError(errCommandTooLong, false)
 			continue
 		}
@@ -61,11 +61,11 @@ func (s *Session) commandLoop() loopResult {
 			}
 			s.dispatch(text)
 		case isBdat(text):
-			s.logger.Info("BDAT line with NUL or CR; closing", "line", excerpt(string(text)))
+			s.log().Info("BDAT line with NUL or CR; closing", "line", excerpt(string(text)))
 			s.closeWith(errBdatSyntax) // its octets cannot be trusted to be counted right
 		case s.commands == 1 && isNonSMTP(text):
 			s.srv.stats.limit(&s.srv.stats.NonSMTP)
-			s.logger.Warn("non-SMTP client (HTTP?); closing", "line", excerpt(string(text)))
+			s.log().Warn("non-SMTP client (HTTP?); closing", "line", excerpt(string(text)))
 			s.closeWith(errNonSMTP)
 		case err != nil:
 			s.traceRecv(text)
@@ -182,25 +182,25 @@ func (s *Session) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case err == errAborted || err == errWrite:
-		s.logger.Debug("session ended", "err", err)
+		s.log().Debug("session ended", "err", err)
 	case err == errShuttingDown || s.srv.isClosing.Load():
 		s.replyError(SMTPError421, true)
 	case err == errLineLimit:
 		s.srv.stats.limit(&s.srv.stats.LineTooLong)
-		s.logger.Warn("line over IOBufferMaxSize; closing", "limit", s.cfg.bufferMax)
+		s.log().Warn("line over IOBufferMaxSize; closing", "limit", s.cfg.bufferMax)
 		s.replyError(errLineTooLong, true)
 	case errors.As(err, &ne) && ne.Timeout() && s.rateDeadline:
 		s.srv.stats.limit(&s.srv.stats.MinDataRate)
-		s.logger.Info("data transfer under the minimum rate; closing", "bytes", s.dataBytes, "rate", s.minDataRate())
+		s.log().Info("data transfer under the minimum rate; closing", "bytes", s.dataBytes, "rate", s.minDataRate())
 		s.replyError(errSlowData, true)
 	case errors.As(err, &ne) && ne.Timeout():
 		s.srv.stats.limit(&s.srv.stats.CommandTimeout)
-		s.logger.Info("client timed out; closing", "timeout", s.timeout())
+		s.log().Info("client timed out; closing", "timeout", s.timeout())
 		s.replyError(errTimeout, true)
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		s.logger.Debug("client closed the connection")
+		s.log().Debug("client closed the connection")
 	default:
-		s.logger.Debug("read failed", "err", err)
+		s.log().Debug("read failed", "err", err)
 	}
 }
 

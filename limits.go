@@ -62,7 +62,7 @@ func (s *Session) countJunk() bool {
 		return true
 	}
 	s.srv.stats.limit(&s.srv.stats.MaxJunkCommands)
-	s.logger.Warn("too many junk commands; closing", "junk", s.junk)
+	s.log().Warn("too many junk commands; closing", "junk", s.junk)
 	s.replyError(errTooManyJunk, true)
 	return false
 }
@@ -93,12 +93,12 @@ func (s *Session) withinConnectionLimits() bool {
 	switch {
 	case s.overLimit:
 		s.srv.stats.limit(&s.srv.stats.MaxConnections)
-		s.logger.Warn("too many connections; refused", "max_connections", s.cfg.maxConnections)
+		s.log().Warn("too many connections; refused", "max_connections", s.cfg.maxConnections)
 		s.replyError(errBusy, true)
 		return false
 	case !s.srv.countIP(s):
 		s.srv.stats.limit(&s.srv.stats.MaxConnectionsPerIP)
-		s.logger.Warn("too many connections from one address; refused", "max_per_ip", s.cfg.maxPerIP)
+		s.log().Warn("too many connections from one address; refused", "max_per_ip", s.cfg.maxPerIP)
 		s.replyError(errPerIP, true)
 		return false
 	}
@@ -178,10 +178,10 @@ func (s *Session) accepted(size int) {
 	s.srv.stats.MessagesAccepted.Add(1)
 	s.srv.stats.BytesAccepted.Add(int64(size))
 	s.errors, s.junk = 0, 0
-	if !s.logger.Enabled(context.Background(), slog.LevelInfo) {
+	if !s.log().Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
-	s.logger.LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
+	s.log().LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
 		slog.String("from", excerpt(s.Envelope.From)), slog.Int("rcpts", len(s.Envelope.To)),
 		slog.Int("bytes", size), slog.Duration("duration", time.Since(s.Message.ReceivedAt).Round(time.Millisecond)))
 }
@@ -198,7 +198,7 @@ func (s *Session) greetDelay() bool {
 	case watchTimeout:
 		return true
 	case watchGone:
-		s.logger.Debug("client left during GreetDelay")
+		s.log().Debug("client left during GreetDelay")
 	default:
 		s.watchFailed(res)
 	}

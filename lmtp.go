@@ -62,9 +62,9 @@ func (s *Session) sendRecipientError(rcpt string, err error) bool {
 	se, ok := asSMTPError(err)
 	s.Exceptions++
 	if ok {
-		s.logger.Info("recipient refused", "rcpt", excerpt(rcpt), "reply", se.Code, "err", err)
+		s.log().Info("recipient refused", "rcpt", excerpt(rcpt), "reply", se.Code, "err", err)
 	} else {
-		s.logger.Error("hook failed for a recipient; replied 451", "rcpt", excerpt(rcpt), "err", err)
+		s.log().Error("hook failed for a recipient; replied 451", "rcpt", excerpt(rcpt), "err", err)
 	}
 	s.send(se)
 	return se.Code == 421

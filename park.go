@@ -33,14 +33,13 @@ func (s *Session) waitOrPark() error {
 	}
 	s.raw.SetReadDeadline(short)
 	err := s.r.waitIdle()
-	var ne net.Error
 	switch {
 	case err == nil && s.r.hasLine():
 		return nil // the line is here: no read needs the deadline (the next one sets its own)
 	case err == nil:
 		s.raw.SetReadDeadline(deadline) // the rest of the line comes under the line's deadline
 		return nil
-	case errors.As(err, &ne) && ne.Timeout() && !s.srv.isClosing.Load() &&
+	case isTimeout(err) && !s.srv.isClosing.Load() &&
 		(deadline.IsZero() || time.Now().Before(deadline)):
 		s.raw.SetReadDeadline(deadline)
 		return errParked
@@ -48,6 +47,12 @@ func (s *Session) waitOrPark() error {
 		return errShuttingDown
 	}
 	return err
+}
+
+// isTimeout reports whether err is a read deadline passing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // park hands the wait for the client to the poller, or to a new goroutine where

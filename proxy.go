@@ -27,17 +27,17 @@ func (s *Session) readProxyHeader() bool {
 	s.raw.SetReadDeadline(time.Time{})
 	if err != nil {
 		s.srv.stats.limit(&s.srv.stats.ProxyRefused)
-		s.logger.Warn("no valid PROXY header from a trusted proxy; closing", "err", err)
+		s.log().Warn("no valid PROXY header from a trusted proxy; closing", "err", err)
 		return false
 	}
 	if h.Local {
-		s.logger.Debug("PROXY header without addresses (LOCAL/UNKNOWN): the proxy itself", "version", h.Version)
+		s.log().Debug("PROXY header without addresses (LOCAL/UNKNOWN): the proxy itself", "version", h.Version)
 		return true
 	}
 	s.ProxyIP = s.RemoteIP
 	s.RemoteIP, s.RemotePort = h.Source.Addr().String(), int(h.Source.Port())
 	s.setLogger()
-	s.logger.Debug("PROXY header", "version", h.Version, "proxy", s.ProxyIP,
+	s.log().Debug("PROXY header", "version", h.Version, "proxy", s.ProxyIP,
 		"dest", h.Dest.Addr().String()+":"+strconv.Itoa(int(h.Dest.Port())))
 	return true
 }

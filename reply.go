@@ -54,17 +54,17 @@ func (s *Session) replyError(err error, closeAfter bool) {
 	s.errors++
 	if !closeAfter && se.Code != 421 && s.overErrorLimit() {
 		s.srv.stats.limit(&s.srv.stats.MaxErrors)
-		s.logger.Warn("too many errors; closing", "errors", s.errors, "err", err)
+		s.log().Warn("too many errors; closing", "errors", s.errors, "err", err)
 		se, err = errTooManyErrors, errTooManyErrors
 	}
 	closing := se.Code == 421 || closeAfter
 	switch {
 	case !ok:
-		s.logger.Error("hook failed; replied 451", "err", err)
+		s.log().Error("hook failed; replied 451", "err", err)
 	case closing:
-		s.logger.Info("closing with error reply", "reply", se.Code, "err", err)
+		s.log().Info("closing with error reply", "reply", se.Code, "err", err)
 	default:
-		s.logger.Info("error reply", "reply", se.Code, "err", err)
+		s.log().Info("error reply", "reply", se.Code, "err", err)
 	}
 	if !closing {
 		s.send(se)
@@ -227,7 +227,7 @@ func (s *Session) flushLocked() error {
 	err := s.w.Flush()
 	if err != nil {
 		s.quit = true
-		s.logger.Debug("write failed", "err", err)
+		s.log().Debug("write failed", "err", err)
 	}
 	return err
 }

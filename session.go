@@ -150,12 +150,22 @@ func newSession(srv *Server, c net.Conn, implicitTLS bool) *Session {
 	return s
 }
 
-// setLogger makes the session's logger for its current remote address.
+// setLogger makes the session's logger anew for its current remote address. The
+// logger itself is made at its first use (log): most sessions of a quiet server
+// never log, and its attributes cost allocations.
 func (s *Session) setLogger() {
-	s.logger = s.cfg.logger.With(
-		slog.String("remote", net.JoinHostPort(s.RemoteIP, strconv.Itoa(s.RemotePort))),
-		slog.String("session", s.ID))
-	s.debug = s.logger.Enabled(context.Background(), slog.LevelDebug)
+	s.logger = nil
+	s.debug = s.cfg.logger.Enabled(context.Background(), slog.LevelDebug)
+}
+
+// log returns the session's logger, made at the first call.
+func (s *Session) log() *slog.Logger {
+	if s.logger == nil {
+		s.logger = s.cfg.logger.With(
+			slog.String("remote", net.JoinHostPort(s.RemoteIP, strconv.Itoa(s.RemotePort))),
+			slog.String("session", s.ID))
+	}
+	return s.logger
 }
 
 // IsAuthenticated reports whether AUTH succeeded in this session.
@@ -177,10 +187,10 @@ func (s *Session) Context() context.Context {
 // Logger returns the session's logger, with "remote" and "session" attributes.
 // A Session not made by the server (a test's &Session{}) has slog.Default().
 func (s *Session) Logger() *slog.Logger {
-	if s.logger == nil {
+	if s.srv == nil && s.logger == nil {
 		return slog.Default()
 	}
-	return s.logger
+	return s.log()
 }
 
 // TLSState returns the TLS connection state once TLS is on.
@@ -205,7 +215,9 @@ func (s *Session) serve() {
 	s.lookupHosts()
 	s.LocalResponse = s.LocalHost + " says welcome!"
 	s.HeloResponse = s.LocalHost + " at your service!"
-	s.logger.Debug("connected", "local", net.JoinHostPort(s.LocalIP, strconv.Itoa(s.LocalPort)))
+	if s.debug {
+		s.log().Debug("connected", "local", net.JoinHostPort(s.LocalIP, strconv.Itoa(s.LocalPort)))
+	}
 	if !s.welcome() {
 		s.end()
 		return
@@ -287,13 +299,13 @@ func (s *Session) end() {
 func (s *Session) disconnect() {
 	defer func() {
 		if v := recover(); v != nil {
-			s.logger.Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
+			s.log().Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
 	s.bdat.abandonStream()
 	s.releaseBuffered()
 	s.flush()
-	s.logger.Debug("disconnected", "exceptions", s.Exceptions)
+	s.log().Debug("disconnected", "exceptions", s.Exceptions)
 	s.h.OnDisconnect(s)
 }
 
@@ -318,7 +330,7 @@ func (s *Session) closeConn() {
 // and ends the session.
 func (s *Session) recoverPanic() {
 	if v := recover(); v != nil {
-		s.logger.Error("panic in session; connection closed", "panic", v, "stack", string(debug.Stack()))
+		s.log().Error("panic in session; connection closed", "panic", v, "stack", string(debug.Stack()))
 		s.replyError(SMTPError421, true)
 		s.end()
 	}

@@ -57,6 +57,7 @@ type messageStream struct {
 
 // openStream starts the stream hook on its own goroutine.
 func (s *Session) openStream(ms MessageStreamer) *messageStream {
+	s.log() // made here: the hook's goroutine may log through it
 	pr, pw := io.Pipe()
 	st := &messageStream{pw: pw, done: make(chan error, 1)}
 	st.w = streamWriters.Get().(*bufio.Writer)
@@ -65,7 +66,7 @@ func (s *Session) openStream(ms MessageStreamer) *messageStream {
 		var err error
 		defer func() {
 			if v := recover(); v != nil {
-				s.logger.Error("panic in OnMessageStream; connection closed", "panic", v, "stack", string(debug.Stack()))
+				s.log().Error("panic in OnMessageStream; connection closed", "panic", v, "stack", string(debug.Stack()))
 				err = fmt.Errorf("panic in OnMessageStream: %v: %w", v, SMTPError421)
 			}
 			pr.CloseWithError(errStreamClosed)
@@ -114,7 +115,7 @@ func (st *messageStream) close(err error) error {
 func (s *Session) streamLine(t *transfer, d dataLine) error {
 	if max := s.cfg.maxMessage; max > 0 && t.stream.size+len(d.text)+len(d.end) > max {
 		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
-		s.logger.Info("message over MaxMessageSize; discarding the rest", "limit", max)
+		s.log().Info("message over MaxMessageSize; discarding the rest", "limit", max)
 		t.stream.close(fmt.Errorf("message over %d bytes: %w", max, SMTPError552))
 		return SMTPError552
 	}

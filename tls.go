@@ -109,7 +109,7 @@ func (s *Session) cmdStartTLS(args string) error {
 		return nil
 	}
 	if n := s.r.discardBuffered(); n > 0 {
-		s.logger.Warn("discarded plaintext sent after STARTTLS (command injection?)", "bytes", n)
+		s.log().Warn("discarded plaintext sent after STARTTLS (command injection?)", "bytes", n)
 	}
 	if !s.handshake() {
 		return nil
@@ -131,7 +131,7 @@ func (s *Session) handshake() bool {
 	}
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		s.srv.stats.TLSFailures.Add(1)
-		s.logger.Info("TLS handshake failed; closing", "err", err)
+		s.log().Info("TLS handshake failed; closing", "err", err)
 		s.quit = true
 		return false
 	}
@@ -147,6 +147,6 @@ func (s *Session) handshake() bool {
 	st := tc.ConnectionState()
 	s.tlsState = &st
 	s.EncryptedAt = time.Now().UTC()
-	s.logger.Debug("TLS on", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	s.log().Debug("TLS on", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
 	return true
 }

@@ -50,7 +50,7 @@ func clip(s string, n int) string {
 // traceSent logs a reply at Debug.
 func (s *Session) traceSent(reply string) {
 	if s.debug {
-		s.logger.Debug("send", "line", clip(strings.TrimRight(reply, "\r\n"), maxTraced))
+		s.log().Debug("send", "line", clip(strings.TrimRight(reply, "\r\n"), maxTraced))
 	}
 }
 
@@ -63,18 +63,18 @@ func (s *Session) traceRecv(line []byte) {
 	}
 	switch {
 	case maybeCredential(line):
-		s.logger.Debug("recv", "line", "*** (a base64 word, hidden: it may be a credential)")
+		s.log().Debug("recv", "line", "*** (a base64 word, hidden: it may be a credential)")
 	case isAuthLine(line):
-		s.logger.Debug("recv", "line", redactAuth(string(line)))
+		s.log().Debug("recv", "line", redactAuth(string(line)))
 	default:
-		s.logger.Debug("recv", "line", clip(string(line), maxTraced))
+		s.log().Debug("recv", "line", clip(string(line), maxTraced))
 	}
 }
 
 // traceSecret logs that an AUTH response was received, without it.
 func (s *Session) traceSecret() {
 	if s.debug {
-		s.logger.Debug("recv", "line", "*** (AUTH response)")
+		s.log().Debug("recv", "line", "*** (AUTH response)")
 	}
 }
 

@@ -47,7 +47,7 @@ func (s *Session) cmdXClient(args string) error {
 		s.replyError(errPerIP, true)
 		return nil
 	}
-	s.logger.Info("XCLIENT", "remote_ip", s.RemoteIP, "remote_port", s.RemotePort, "name", excerpt(s.RemoteHost),
+	s.log().Info("XCLIENT", "remote_ip", s.RemoteIP, "remote_port", s.RemotePort, "name", excerpt(s.RemoteHost),
 		"helo", excerpt(s.Helo), "login", excerpt(s.AuthenticationID))
 	s.sendText(220, oneLine(s.LocalResponse))
 	return nil
