@@ -59,7 +59,7 @@ var (
 
 // lineReader reads LF-ended lines from a bufio.Reader, never holding more than max
 // bytes of one line. It does the SMTP part of line reading and nothing else. While
-// the session is idle its read buffer goes back to a pool (see waitIdle), so an
+// the session is parked its read buffer goes back to a pool (see release), so an
 // idle connection costs only a small peek buffer.
 type lineReader struct {
 	br   *bufio.Reader // nil while idle
@@ -122,24 +122,27 @@ func (lr *lineReader) reset(r io.Reader) {
 	}
 }
 
-// waitIdle blocks until the client sends something, holding no read buffer
-// meanwhile: the buffer goes back to the pool and the first bytes land in a small
-// peek buffer. It is called only when nothing is buffered.
-func (lr *lineReader) waitIdle() error {
+// fill blocks until the client sends something (or the read deadline passes),
+// reading it into the read buffer. It is called only when no line is buffered.
+func (lr *lineReader) fill() error {
+	if len(lr.src.pending) > 0 {
+		return nil
+	}
+	_, err := lr.buf().Peek(1)
+	return err
+}
+
+// release gives an empty read buffer back to the pool: the session parks.
+func (lr *lineReader) release() {
 	if lr.br != nil && lr.br.Buffered() == 0 && lr.size == readBufferSize {
 		lr.br.Reset(nil)
 		readBuffers.Put(lr.br)
 		lr.br = nil
 	}
-	if lr.br != nil && lr.br.Buffered() > 0 || len(lr.src.pending) > 0 {
-		return nil
-	}
-	return lr.peekWait()
 }
 
-// peekWait is waitIdle's read for a parked session, which holds no read buffer
-// already: kept to the shallowest stack, so that the runtime can shrink the parked
-// goroutine's stack.
+// peekWait is a parked session's wait: it holds no read buffer, so the first
+// bytes land in the small peek buffer.
 func (lr *lineReader) peekWait() error {
 	n, err := lr.src.r.Read(lr.peek[:])
 	lr.src.pending = lr.peek[:n]

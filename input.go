@@ -107,8 +107,7 @@ func (s *Session) readLine(soft int, idle bool) ([]byte, error) {
 			if s.srv.isClosing.Load() {
 				return nil, errShuttingDown
 			}
-			s.releaseWriter()
-			if err := s.r.waitIdle(); err != nil {
+			if err := s.r.fill(); err != nil {
 				return nil, err
 			}
 		}
@@ -143,7 +142,6 @@ func (s *Session) readCommand(soft int) ([]byte, error) {
 		s.idle.Store(false)
 		return nil, errShuttingDown
 	}
-	s.releaseWriter()
 	if err := s.waitOrPark(); err != nil {
 		if err != errParked {
 			s.idle.Store(false)

@@ -22,17 +22,18 @@ const parkAfter = 200 * time.Millisecond
 // errParked is readCommand's word that the session parked.
 var errParked = errors.New("smtpd: session parked")
 
-// waitOrPark waits for the client's next bytes: up to parkAfter in place, then
-// parked (errParked), both within the line's deadline. It holds no read buffer.
+// waitOrPark waits for the client's next bytes: up to parkAfter in place (into the
+// read buffer), then parked (errParked, the buffers given back), both within the
+// line's deadline.
 func (s *Session) waitOrPark() error {
 	deadline := s.lineDeadline
 	short := time.Now().Add(parkAfter)
 	if !deadline.IsZero() && !short.Before(deadline) {
 		s.raw.SetReadDeadline(deadline)
-		return s.r.waitIdle()
+		return s.r.fill()
 	}
 	s.raw.SetReadDeadline(short)
-	err := s.r.waitIdle()
+	err := s.r.fill()
 	switch {
 	case err == nil && s.r.hasLine():
 		return nil // the line is here: no read needs the deadline (the next one sets its own)
@@ -42,6 +43,8 @@ func (s *Session) waitOrPark() error {
 	case isTimeout(err) && !s.srv.isClosing.Load() &&
 		(deadline.IsZero() || time.Now().Before(deadline)):
 		s.raw.SetReadDeadline(deadline)
+		s.releaseWriter() // a parked session holds no buffers
+		s.r.release()
 		return errParked
 	case s.srv.isClosing.Load():
 		return errShuttingDown
