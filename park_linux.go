@@ -4,6 +4,7 @@ package smtpd
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -37,7 +38,8 @@ func returnBurstMemory() {
 	parker.mu.Lock()
 	parker.burst = 0
 	parker.mu.Unlock()
-	debug.FreeOSMemory()
+	runtime.GC()         // the pooled buffers of the parked sessions move to the pools' victim caches,
+	debug.FreeOSMemory() // and this collection frees them with the stacks, and returns the memory
 }
 
 // parkedSession is a session waiting in the poller.
