@@ -40,13 +40,14 @@ func newAdmission(slots int) *admission {
 // waitingNow is the number of connections waiting for a slot.
 func (a *admission) waitingNow() int64 { return a.waiting.Load() }
 
-// enter takes a free slot (true) or queues w (false).
-func (a *admission) enter(w *waiter) bool {
+// enter takes a free slot (true) or queues w (false); first reports that w is
+// the only one waiting (stress mode begins).
+func (a *admission) enter(w *waiter) (admitted, first bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.free > 0 && len(a.ring) == 0 {
 		a.free--
-		return true
+		return true, false
 	}
 	q := a.queues[w.ip]
 	if q == nil {
@@ -55,8 +56,7 @@ func (a *admission) enter(w *waiter) bool {
 		a.ring = append(a.ring, w.ip)
 	}
 	w.elem = q.PushBack(w)
-	a.waiting.Add(1)
-	return false
+	return false, a.waiting.Add(1) == 1
 }
 
 // withdraw takes w out of the queue; it reports whether w was granted a slot in the
@@ -131,13 +131,14 @@ const maxEarlyTLS = 16<<10 + 512
 // (its reply, if one is owed, sent).
 func (s *Session) admit() bool {
 	w := &waiter{ip: s.RemoteIP, wake: func() { s.raw.SetReadDeadline(time.Unix(1, 0)) }}
-	if s.srv.adm.enter(w) {
+	admitted, first := s.srv.adm.enter(w)
+	if admitted {
 		return true
 	}
 	s.srv.stats.ConnectionsWaiting.Add(1)
 	defer s.srv.stats.ConnectionsWaiting.Add(-1)
 	s.srv.warnWaiting(s)
-	if s.srv.adm.waitingNow() == 1 { // stress mode begins: idle sessions get its shorter wait
+	if first { // stress mode begins: idle sessions get its shorter wait
 		tightenParked(s.srv, s.timeout())
 	}
 	res := s.watchSilence(s.cfg.waitTimeout, w.granted.Load)

@@ -388,3 +388,18 @@ func TestBdatThenData(t *testing.T) {
 	require.Len(t, msgs, 1)
 	require.Equal(t, "two\r\n", msgs[0].Data)
 }
+
+// TestBdatAbandonedStopsDataRateClock: a transfer abandoned between chunks (RSET)
+// takes MinDataRate's clock with it; an idle session afterwards is not "too slow".
+func TestBdatAbandonedStopsDataRateClock(t *testing.T) {
+	addr, _ := bdatServe(t, newBdatHandler(), func(s *Server) { s.MinDataRate = 1000 })
+	c := dialGreeted(t, addr)
+	c.cmd("EHLO x", 250)
+	c.cmd("MAIL FROM:<a@b.example>", 250)
+	c.cmd("RCPT TO:<c@d.example>", 250)
+	c.send("BDAT 5\r\nhello")
+	c.expect(250)
+	c.cmd("RSET", 250)
+	time.Sleep(2*time.Second + 500*time.Millisecond) // past MinDataRate's 2 s grace
+	c.cmd("NOOP", 250)
+}

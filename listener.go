@@ -68,7 +68,6 @@ func (srv *Server) bindAndServe() error {
 			}
 			return err
 		}
-		srv.loops.Add(1)
 		go func(l boundListener) {
 			defer srv.loops.Done()
 			if err := srv.acceptLoop(l); err != nil && err != ErrServerClosed {
@@ -93,12 +92,12 @@ func (srv *Server) Serve(l net.Listener) error {
 	if err := srv.track(l); err != nil {
 		return err
 	}
-	srv.loops.Add(1)
 	defer srv.loops.Done()
 	return srv.acceptLoop(boundListener{Listener: l})
 }
 
-// track registers l so that Shutdown and Close close it.
+// track registers l so that Shutdown and Close close it, and counts its accept
+// loop in srv.loops (the caller runs it and calls loops.Done).
 func (srv *Server) track(l net.Listener) error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -108,6 +107,7 @@ func (srv *Server) track(l net.Listener) error {
 	}
 	srv.listeners = append(srv.listeners, l)
 	srv.addrs = append(srv.addrs, l.Addr())
+	srv.loops.Add(1) // under mu, after the closing check: Wait never races this Add
 	return nil
 }
 

@@ -73,6 +73,8 @@ func (s *Session) resume(why error) {
 	switch {
 	case why != nil:
 		s.parkErr = why
+	case s.aborted.Load():
+		s.parkErr = errAborted
 	case s.srv.isClosing.Load():
 		s.parkErr = errShuttingDown
 	default:

@@ -59,10 +59,26 @@ func parkPolled(s *Session) bool {
 	}
 	p := &parkedSession{s: s, fd: fd}
 	parker.mu.Lock()
+	defer parker.mu.Unlock()
 	parker.next++
 	id := parker.next
-	parker.parked[id] = p
 	s.parkID.Store(id)
+	// Shutdown and Close set their flag before they look for a parked session: a
+	// session that parks while they begin sees the flag here, or they see its id
+	// (and wait for the registration below to finish, under mu).
+	if s.aborted.Load() || s.srv.isClosing.Load() {
+		s.parkID.Store(0)
+		return false
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(id), Pad: int32(id >> 32)}
+	if syscall.EpollCtl(parker.epfd, syscall.EPOLL_CTL_ADD, fd, &ev) != nil {
+		s.parkID.Store(0)
+		return false
+	}
+	parker.parked[id] = p
+	if !s.lineDeadline.IsZero() {
+		p.timer = time.AfterFunc(time.Until(s.lineDeadline), func() { wake(id, os.ErrDeadlineExceeded) })
+	}
 	if parker.burst++; parker.burst >= parkBurst {
 		// A burst of sessions went idle: once it settles, the stacks of their
 		// goroutines go back to the operating system.
@@ -71,17 +87,6 @@ func parkPolled(s *Session) bool {
 		} else {
 			parker.settle.Reset(burstSettle)
 		}
-	}
-	if !s.lineDeadline.IsZero() {
-		p.timer = time.AfterFunc(time.Until(s.lineDeadline), func() { unpark(s, os.ErrDeadlineExceeded) })
-	}
-	parker.mu.Unlock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(id), Pad: int32(id >> 32)}
-	if err := syscall.EpollCtl(parker.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		if take(id) != nil {
-			return false
-		}
-		return true // woken already (a deadline, Close): it runs on
 	}
 	return true
 }
@@ -93,18 +98,17 @@ func tightenParked(srv *Server, d time.Duration) {
 	at := time.Now().Add(d)
 	parker.mu.Lock()
 	defer parker.mu.Unlock()
-	for _, p := range parker.parked {
+	for id, p := range parker.parked {
 		s := p.s
 		if s.srv != srv || !s.lineDeadline.IsZero() && s.lineDeadline.Before(at) {
 			continue
 		}
 		s.lineDeadline = at
 		s.raw.SetReadDeadline(at)
-		if p.timer == nil {
-			p.timer = time.AfterFunc(d, func() { unpark(s, os.ErrDeadlineExceeded) })
-		} else {
-			p.timer.Reset(d)
+		if p.timer != nil {
+			p.timer.Stop()
 		}
+		p.timer = time.AfterFunc(d, func() { wake(id, os.ErrDeadlineExceeded) })
 	}
 }
 
@@ -128,24 +132,29 @@ func connFD(s *Session) (int, bool) {
 // unpark wakes s if it is parked: why is the reason (nil: the client sent
 // something). It must be called before s's connection is closed.
 func unpark(s *Session, why error) {
-	id := s.parkID.Load()
-	if id == 0 {
-		return
+	if id := s.parkID.Load(); id != 0 {
+		wake(id, why)
 	}
+}
+
+// wake resumes the session parked under id, if it still is: a timer armed for one
+// park never wakes a later one.
+func wake(id uint64, why error) {
 	if p := take(id); p != nil {
 		go p.s.resume(why)
 	}
 }
 
 // take removes a parked session from the poller; nil when another waker took it.
+// The descriptor leaves the poller under mu, so no waker can close it in between.
 func take(id uint64) *parkedSession {
 	parker.mu.Lock()
+	defer parker.mu.Unlock()
 	p := parker.parked[id]
-	delete(parker.parked, id)
-	parker.mu.Unlock()
 	if p == nil {
 		return nil
 	}
+	delete(parker.parked, id)
 	if p.timer != nil {
 		p.timer.Stop()
 	}
@@ -170,8 +179,12 @@ func pollParked() {
 	events := make([]syscall.EpollEvent, 128)
 	for {
 		n, err := syscall.EpollWait(parker.epfd, events, -1)
+		if err == syscall.EINTR {
+			continue
+		}
 		if err != nil {
-			continue // EINTR
+			time.Sleep(10 * time.Millisecond) // not expected; never a busy loop
+			continue
 		}
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32

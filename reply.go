@@ -84,10 +84,11 @@ func (s *Session) closeWith(r *SMTPError) {
 	s.flush()
 }
 
-// canReply reports whether a reply can be sent now: not on an implicit-TLS port
-// before the handshake, where plaintext would be garbage to the client.
+// canReply reports whether a reply can be sent now: not during a TLS handshake,
+// nor on an implicit-TLS port before it, where plaintext would be garbage to the
+// client. Close calls it under wmu, which guards both fields' writes.
 func (s *Session) canReply() bool {
-	return !s.implicitTLS || s.IsEncrypted()
+	return !s.tlsBusy && (!s.implicitTLS || s.IsEncrypted())
 }
 
 // writeReply queues a reply: the one choke point. An invalid enhanced code is

@@ -95,6 +95,7 @@ type Session struct {
 	// still read, then it is answered with this.
 	lineRefused error
 
+	tlsBusy      bool // a TLS handshake is running; guarded by wmu
 	implicitTLS  bool
 	overLimit    bool // accepted over MaxConnections: 421 after OnConnect
 	xclientOK    bool // XCLIENT is allowed from this client
@@ -302,7 +303,7 @@ func (s *Session) disconnect() {
 			s.log().Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
-	s.bdat.abandonStream()
+	s.xfer.abandonStream()
 	s.releaseBuffered()
 	s.flush()
 	s.log().Debug("disconnected", "exceptions", s.Exceptions)
@@ -364,8 +365,9 @@ func (s *Session) interruptIdle() {
 // resetTransaction forgets the envelope and the message (RSET, end of DATA, HELO).
 func (s *Session) resetTransaction() {
 	s.releaseBuffered()
-	s.bdat.abandonStream()
+	s.xfer.abandonStream() // a DATA or BDAT stream still open: closed, its hook waited for
 	s.bdat = nil
+	s.dataStart, s.dataBytes = time.Time{}, 0 // no data-rate clock outside a transfer
 	s.Envelope = Envelope{}
 	s.Message = Message{CRLF: "\r\n"}
 	if s.state > stateReady {

@@ -126,6 +126,9 @@ func (s *Session) cmdStartTLS(args string) error {
 func (s *Session) handshake() bool {
 	tc := tls.Server(s.reader(), s.srv.ActiveTLSConfig())
 	s.early = nil
+	s.wmu.Lock()
+	s.tlsBusy = true // Close sends no plaintext 421 into a handshake
+	s.wmu.Unlock()
 	if t := s.timeout(); t > 0 {
 		s.raw.SetDeadline(time.Now().Add(t))
 	}
@@ -139,6 +142,8 @@ func (s *Session) handshake() bool {
 	s.raw.SetDeadline(time.Time{})
 	s.wmu.Lock()
 	s.conn = tc
+	s.EncryptedAt = time.Now().UTC() // under wmu: Close's canReply reads it
+	s.tlsBusy = false
 	s.wmu.Unlock()
 	s.r.reset(tc)
 	if s.w != nil {
@@ -146,7 +151,6 @@ func (s *Session) handshake() bool {
 	}
 	st := tc.ConnectionState()
 	s.tlsState = &st
-	s.EncryptedAt = time.Now().UTC()
 	s.log().Debug("TLS on", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
 	return true
 }
