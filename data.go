@@ -250,6 +250,6 @@ func (s *Session) deliver(t *transfer) error {
 	if err := s.succeed(err, replyDelivered); err != nil {
 		return err
 	}
-	s.accepted(s.Message.Bytesize)
+	s.accepted(s.Message.Bytesize, len(s.Envelope.To))
 	return nil
 }

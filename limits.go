@@ -172,17 +172,17 @@ func (srv *Server) returnMemory() {
 	go debug.FreeOSMemory() // a GC and a scavenge; the session need not wait
 }
 
-// accepted records a delivered message: counted, logged once at Info, and the
+// accepted records a delivered message (to rcpts recipients): counted, logged once at Info, and the
 // error and junk counts start again (Postfix's limits are "without delivering mail").
-func (s *Session) accepted(size int) {
+func (s *Session) accepted(size, rcpts int) {
 	s.srv.stats.MessagesAccepted.Add(1)
 	s.srv.stats.BytesAccepted.Add(int64(size))
 	s.errors, s.junk = 0, 0
-	if !s.log().Enabled(context.Background(), slog.LevelInfo) {
-		return
+	if !s.cfg.logger.Enabled(context.Background(), slog.LevelInfo) {
+		return // the session's logger is not even made
 	}
 	s.log().LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
-		slog.String("from", excerpt(s.Envelope.From)), slog.Int("rcpts", len(s.Envelope.To)),
+		slog.String("from", excerpt(s.Envelope.From)), slog.Int("rcpts", rcpts),
 		slog.Int("bytes", size), slog.Duration("duration", time.Since(s.Message.ReceivedAt).Round(time.Millisecond)))
 }
 

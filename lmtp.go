@@ -16,7 +16,7 @@ type RecipientHandler interface {
 // replyPerRecipient answers each recipient of a delivered message (LMTP).
 func (s *Session) replyPerRecipient() {
 	rh, _ := s.h.(RecipientHandler)
-	delivered := false
+	delivered := 0
 	closing := false
 	for _, rcpt := range s.Envelope.To {
 		var err error
@@ -24,7 +24,7 @@ func (s *Session) replyPerRecipient() {
 			err = rh.OnMessageRecipient(s, rcpt)
 		}
 		if err == nil || successReply(err) != nil {
-			delivered = true
+			delivered++
 			if ok := successReply(err); ok != nil {
 				s.send(ok)
 			} else {
@@ -34,8 +34,8 @@ func (s *Session) replyPerRecipient() {
 		}
 		closing = s.sendRecipientError(rcpt, err) || closing
 	}
-	if delivered {
-		s.accepted(s.Message.Bytesize)
+	if delivered > 0 {
+		s.accepted(s.Message.Bytesize, delivered)
 	}
 	if closing {
 		s.quit, s.final = true, true
