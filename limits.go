@@ -172,8 +172,9 @@ func (srv *Server) returnMemory() {
 	go debug.FreeOSMemory() // a GC and a scavenge; the session need not wait
 }
 
-// accepted records a delivered message (to rcpts recipients): counted, logged once at Info, and the
-// error and junk counts start again (Postfix's limits are "without delivering mail").
+// accepted records a message delivered to rcpts recipients: counted, logged once
+// at Info, and the error and junk counts start again (Postfix's limits are
+// "without delivering mail").
 func (s *Session) accepted(size, rcpts int) {
 	s.srv.stats.MessagesAccepted.Add(1)
 	s.srv.stats.BytesAccepted.Add(int64(size))
