@@ -45,11 +45,16 @@ func FuzzParse(f *testing.F) {
 		f.Add(s, false)
 	}
 
+	f.Add("<a@b> "+strings.Repeat("X=1 ", MaxParams+1), true) // over the parameter cap
 	f.Fuzz(func(t *testing.T, arg string, nullOK bool) {
 		p, err := Parse(arg, nullOK)
 		if err != nil {
-			if err != ErrSyntax && err != ErrTooLong {
+			if err != ErrSyntax && err != ErrTooLong && err != ErrTooManyParams {
 				t.Fatalf("Parse(%q) returned unexpected error %v", arg, err)
+			}
+			words := strings.FieldsFunc(arg, func(r rune) bool { return r == ' ' })
+			if err == ErrTooManyParams && len(words)-1 <= MaxParams { // the path, then the parameters
+				t.Fatalf("Parse(%q): ErrTooManyParams with at most %d parameters", arg, MaxParams)
 			}
 			if p.Mailbox != "" || p.SourceRoute != "" || p.Bracketless || p.Params != nil {
 				t.Fatalf("Parse(%q) returned %+v with error %v", arg, p, err)
