@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -242,29 +241,7 @@ type clientsOpenSSL struct {
 
 func clientsStartOpenSSL(t *testing.T, args ...string) *clientsOpenSSL {
 	t.Helper()
-	openssl := clientsNeed(t, "openssl")
-	ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
-	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, openssl, append([]string{"s_client"}, args...)...)
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	o := &clientsOpenSSL{t: t, stdin: stdin, lines: make(chan string, 100), cmd: cmd, err: &lockedBuffer{}}
-	cmd.Stderr = o.err
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	go func() {
-		defer close(o.lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			o.lines <- sc.Text()
-		}
-	}()
-	return o
+	return cliStartInteractive(t, "openssl", append([]string{"s_client"}, args...)...)
 }
 
 // expect reads stdout up to the last line of a reply and checks its code.
