@@ -21,7 +21,10 @@
 # (utime+stime of /proc/PID/stat before and after), its peak RSS (VmHWM), and
 # "other load": busy CPU of the whole machine during the run not used by the
 # server or smtp-source, in cores (a noisy neighbour; loopback softirq work also
-# lands here). Then, unless IDLE_CONNS=0, smtpd and gosmtp each hold IDLE_CONNS
+# lands here). It also samples the server's anonymous memory (RssAnon) every
+# 0.1 s: the memory the server allocates, without its binary's pages, and prints
+# smtp-source's own CPU use ("client busy", in cores): near 1.00 the client, not
+# the server, is the bottleneck. Then, unless IDLE_CONNS=0, smtpd and gosmtp each hold IDLE_CONNS
 # idle connections (bench/tools/idleconns) and the server's RSS per connection
 # is printed.
 #
@@ -36,6 +39,9 @@
 #   IDLE_CONNS=1000    idle connections per server at the end (0: skip)
 #   SHAPE_TIMEOUT=180  seconds a run may take
 #   SINK_BIN=""        a sink binary to use instead of building ./examples/sink
+#   GOPROCS=""         GOMAXPROCS for the two Go servers (smtpd, smtpd-alt and
+#                      gosmtp alike); empty: Go's default, one per core.
+#                      GOPROCS=1 gives them one thread of Go code, as smtp-sink has
 #   OUT=<new dir under /tmp>  where raw.txt, summary.txt and server logs go
 #   GO=go              the go command
 # Needs: go, smtp-source and smtp-sink (apt-get install postfix, "No
@@ -69,6 +75,7 @@ SERVERS=${SERVERS:-smtpd smtp-sink gosmtp}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 SHAPE_TIMEOUT=${SHAPE_TIMEOUT:-180}
 SINK_BIN=${SINK_BIN:-}
+GOPROCS=${GOPROCS:-}
 HOST=127.0.0.1
 
 die() {
@@ -85,6 +92,7 @@ for tool in smtp-source smtp-sink ss; do
 		esac
 	fi
 done
+[ -z "$GOPROCS" ] || [[ $GOPROCS =~ ^[1-9][0-9]*$ ]] || die "GOPROCS must be empty or a number above 0, not '$GOPROCS'"
 for v in ROUNDS A_MSGS B_MSGS C_MSGS SESSIONS IDLE_CONNS SHAPE_TIMEOUT; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, not '${!v}'"
 done
@@ -218,6 +226,9 @@ start_server() {
 		cmd=("$BIN/gosmtp" -addr "$HOST:$port")
 		;;
 	esac
+	if [ -n "$GOPROCS" ] && [ "$name" != smtp-sink ]; then
+		cmd=(env "GOMAXPROCS=$GOPROCS" "${cmd[@]}") # env execs it: SRV_PID stays the server's
+	fi
 	echo "# start $name: ${cmd[*]}" >>"$OUT/$name.log"
 	"${cmd[@]}" >>"$OUT/$name.log" 2>&1 </dev/null &
 	SRV_PID=$!
@@ -244,6 +255,21 @@ cpu_ticks() { # PID: utime+stime in clock ticks (fields 14 and 15, after the ")"
 	sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
 }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+# anon_peak PID FILE: samples PID's RssAnon every 0.1 s until FILE.stop exists or
+# PID ends, then writes the highest value (KiB) to FILE. Builtins only, but sleep.
+anon_peak() {
+	local pid=$1 file=$2 peak=0 k v _
+	while [ ! -e "$file.stop" ] && [ -r "/proc/$pid/status" ]; do
+		while read -r k v _; do
+			if [ "$k" = RssAnon: ]; then
+				[ "$v" -gt "$peak" ] && peak=$v
+				break
+			fi
+		done <"/proc/$pid/status" 2>/dev/null
+		sleep 0.1
+	done
+	echo "$peak" >"$file"
+}
 machine_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 secs_of() { # "1m2.345s" -> 62.345
 	awk -v t="$1" 'BEGIN { split(t, p, "m"); sub("s", "", p[2]); printf "%.3f", p[1] * 60 + p[2] }'
@@ -258,7 +284,10 @@ run_shape() {
 	b) sessions=$SESSIONS msgs=$B_MSGS len=1024 args=(-d) ;;
 	c) sessions=$SESSIONS msgs=$C_MSGS len=1048576 args=(-d) ;;
 	esac
-	local c0 c1 m0 m1 t0 t1 rc rss
+	local c0 c1 m0 m1 t0 t1 rc rss anon sampler
+	rm -f "$BIN/anon" "$BIN/anon.stop"
+	anon_peak "$SRV_PID" "$BIN/anon" &
+	sampler=$!
 	c0=$(cpu_ticks "$SRV_PID")
 	m0=$(machine_busy)
 	t0=$(date +%s.%N)
@@ -279,6 +308,9 @@ run_shape() {
 	: >"$CLIENT_PIDFILE"
 	c1=$(cpu_ticks "$SRV_PID")
 	rss=$(hwm_kb "$SRV_PID")
+	: >"$BIN/anon.stop"
+	wait "$sampler" 2>/dev/null
+	anon=$(cat "$BIN/anon" 2>/dev/null || echo 0)
 	if ! kill -0 "$SRV_PID" 2>/dev/null; then
 		rc=99
 		c1=$c0
@@ -292,13 +324,16 @@ run_shape() {
 	})
 	awk -v round="$round" -v shape="$shape" -v name="$name" -v msgs="$msgs" -v sessions="$sessions" -v len="$len" \
 		-v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v m0="$m0" -v m1="$m1" -v tck="$TCK" \
-		-v rss="${rss:-0}" -v cc="$ccpu" -v rc="$rc" 'BEGIN {
+		-v rss="${rss:-0}" -v anon="${anon:-0}" -v cc="$ccpu" -v rc="$rc" 'BEGIN {
 		secs = t1 - t0; cpu = (c1 - c0) / tck
 		mps = (rc == 0 && secs > 0) ? sprintf("%.0f", msgs / secs) : "NA"
-		other = "NA"
-		if (cc != "NA" && secs > 0) { o = ((m1 - m0) / tck - cpu - cc) / secs; other = sprintf("%.2f", o < 0 ? 0 : o) }
-		printf "round=%s shape=%s server=%s msgs=%d sessions=%d len=%d secs=%.3f mps=%s cpu_s=%.2f cpu_us_msg=%.0f rss_kb=%d client_cpu_s=%s other_load=%s rc=%d\n",
-			round, shape, name, msgs, sessions, len, secs, mps, cpu, cpu * 1e6 / msgs, rss, cc, other, rc
+		other = "NA"; busy = "NA"
+		if (cc != "NA" && secs > 0) {
+			o = ((m1 - m0) / tck - cpu - cc) / secs; other = sprintf("%.2f", o < 0 ? 0 : o)
+			busy = sprintf("%.2f", cc / secs)
+		}
+		printf "round=%s shape=%s server=%s msgs=%d sessions=%d len=%d secs=%.3f mps=%s cpu_s=%.2f cpu_us_msg=%.0f rss_kb=%d anon_kb=%d client_cpu_s=%s client_busy=%s other_load=%s rc=%d\n",
+			round, shape, name, msgs, sessions, len, secs, mps, cpu, cpu * 1e6 / msgs, rss, anon, cc, busy, other, rc
 	}' | tee -a "$RAW"
 	if [ "$rc" != 0 ]; then
 		echo "load.sh: shape $shape against $name failed (rc=$rc; 124: SHAPE_TIMEOUT); smtp-source said:" >&2
@@ -314,7 +349,7 @@ N=${#LIST[@]}
 	echo "# postfix=$(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo '?')" \
 		"go-smtp=$(awk '$1 == "require" && $2 ~ /go-smtp$/ {print $3} $1 ~ /go-smtp$/ {print $2}' "$BENCH/peers/gosmtp/go.mod" | head -n 1)"
 	echo "# rounds=$ROUNDS shapes='$SHAPES' servers='$SERVERS' A_MSGS=$A_MSGS B_MSGS=$B_MSGS C_MSGS=$C_MSGS sessions=$SESSIONS"
-	echo "# SINK_FLAGS='$SINK_FLAGS' SINK_FLAGS_ALT='$SINK_FLAGS_ALT'"
+	echo "# SINK_FLAGS='$SINK_FLAGS' SINK_FLAGS_ALT='$SINK_FLAGS_ALT' GOPROCS='$GOPROCS'"
 } | tee -a "$RAW"
 start_time=$SECONDS
 for r in $(seq 1 "$ROUNDS"); do
@@ -366,7 +401,9 @@ function kv(   i, p) { delete f; for (i = 1; i <= NF; i++) { split($i, p, "="); 
 	seen[f["shape"]] = 1; runs[k]++; msgs[f["shape"]] = f["msgs"]
 	if (f["rc"] == 0 && f["mps"] != "NA") {
 		ok[k]++; mps[k] = mps[k] " " f["mps"]; cpu[k] = cpu[k] " " f["cpu_us_msg"]; rss[k] = rss[k] " " f["rss_kb"]
+		if ("anon_kb" in f) anon[k] = anon[k] " " f["anon_kb"]
 		if (f["other_load"] != "NA") oth[k] = oth[k] " " f["other_load"]
+		if (f["client_busy"] != "" && f["client_busy"] != "NA") cbusy[k] = cbusy[k] " " f["client_busy"]
 	}
 }
 /^idle / { kv(); idle[f["label"]] = f["kib_per_conn"]; iconns[f["label"]] = f["conns"]; ibefore[f["label"]] = f["rss_before_kb"]; iafter[f["label"]] = f["rss_after_kb"]; ifail[f["label"]] = f["failed"] }
@@ -379,7 +416,7 @@ END {
 	for (s = 1; s <= ns; s++) {
 		if (!(sh[s] in seen)) continue
 		printf "\nshape %s: %s, %d messages per run\n", sh[s], desc[sh[s]], msgs[sh[s]]
-		printf "%-10s %9s %15s %12s %11s %13s %11s %7s\n", "server", "msgs/s", "min-max", "vs smtp-sink", "CPU us/msg", "peak RSS MiB", "other load", "ok"
+		printf "%-10s %9s %15s %12s %11s %13s %10s %12s %11s %7s\n", "server", "msgs/s", "min-max", "vs smtp-sink", "CPU us/msg", "peak RSS MiB", "anon MiB", "client busy", "other load", "ok"
 		base = med(mps[sh[s] SUBSEP "smtp-sink"])
 		for (q = 1; q <= np; q++) {
 			k = sh[s] SUBSEP srv[q]
@@ -387,10 +424,11 @@ END {
 			m = med(mps[k])
 			ratio = (m != "NA" && base != "NA" && base > 0) ? sprintf("%.2f", m / base) : "NA"
 			if (m == "NA") {
-				printf "%-10s %9s %15s %12s %11s %13s %11s %7s\n", srv[q], "NA", "-", "NA", "NA", "NA", "NA", ok[k] + 0 "/" runs[k]
+				printf "%-10s %9s %15s %12s %11s %13s %10s %12s %11s %7s\n", srv[q], "NA", "-", "NA", "NA", "NA", "NA", "NA", "NA", ok[k] + 0 "/" runs[k]
 				continue
 			}
-			printf "%-10s %9.0f %15s %12s %11.0f %13.1f %11s %7s\n", srv[q], m, lo(mps[k]) "-" hi(mps[k]), ratio, med(cpu[k]), hi(rss[k]) / 1024,
+			printf "%-10s %9.0f %15s %12s %11.0f %13.1f %10s %12s %11s %7s\n", srv[q], m, lo(mps[k]) "-" hi(mps[k]), ratio, med(cpu[k]), hi(rss[k]) / 1024,
+				(anon[k] == "" ? "NA" : sprintf("%.1f", hi(anon[k]) / 1024)), (cbusy[k] == "" ? "NA" : sprintf("%.2f", med(cbusy[k]))),
 				(oth[k] == "" ? "NA" : sprintf("%.2f", med(oth[k]))), ok[k] + 0 "/" runs[k]
 		}
 	}
@@ -408,6 +446,8 @@ END {
 	}
 	printf "\nmsgs/s: median over rounds of messages / smtp-source wall time; vs smtp-sink: ratio of medians;\n"
 	printf "CPU us/msg: median server CPU (user+system) per message; peak RSS: highest VmHWM over rounds;\n"
+	printf "anon MiB: highest sampled RssAnon (the server'"'"'s own allocations, no binary pages);\n"
+	printf "client busy: median CPU of smtp-source in cores (near 1.00: the client is the bottleneck);\n"
 	printf "other load: median busy cores not used by the server or smtp-source (noise; quiet box < 0.1).\n"
 }' "$RAW" | tee "$OUT/summary.txt"
 echo
