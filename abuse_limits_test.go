@@ -391,6 +391,33 @@ func TestAbuseMaxBufferedData(t *testing.T) {
 	})
 }
 
+// capHandler reports the capacity of each delivered message's buffer.
+type capHandler struct {
+	BaseHandler
+	caps chan int
+}
+
+func (h *capHandler) OnMessage(s *Session) error {
+	h.caps <- cap(s.Message.Data)
+	return nil
+}
+
+// A message buffer grown without a declared SIZE stops at MaxMessageSize: the
+// growth by a quarter that would pass it (2.5 MiB -> 3.1 MiB here) is cut to it.
+func TestAbuseMessageBufferCappedAtMaxMessageSize(t *testing.T) {
+	const limit = 2560 << 10
+	h := &capHandler{caps: make(chan int, 1)}
+	addr := serve(t, &Server{MaxMessageSize: limit, Handler: h})
+	c := dialGreeted(t, addr)
+	c.cmd("EHLO client.example", 250)
+	body := abuseBody(2509 << 10)
+	code, _ := abuseMessage(c, "a@example.com", body)
+	require.Equal(t, 250, code)
+	got := <-h.caps
+	require.GreaterOrEqual(t, got, len(body))
+	require.LessOrEqual(t, got, limit)
+}
+
 func TestAbuseMaxRecipients(t *testing.T) {
 	srv := &Server{MaxRecipients: 3}
 	addr, _ := abuseServe(t, srv)

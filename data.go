@@ -185,6 +185,7 @@ const collectAfterGrowth = 8 << 20
 // holds at most a quarter more than its size. Past 1 MiB of real data, a size the
 // client declared (MAIL FROM SIZE=) is believed, within MaxMessageSize: the buffer
 // takes that size at once (and a little for line ends) and is never copied again.
+// The buffer never grows past MaxMessageSize, the most it can ever have to hold.
 func (s *Session) grownCap(need int) int {
 	c := cap(s.Message.Data)
 	grow := c
@@ -194,9 +195,9 @@ func (s *Session) grownCap(need int) int {
 	next := max(c+grow, need, 4096)
 	if declared := s.Envelope.Size; need > 1<<20 && declared >= need {
 		next = max(declared+declared/32+4096, need)
-		if m := s.cfg.maxMessage; m > 0 {
-			next = min(next, m)
-		}
+	}
+	if m := s.cfg.maxMessage; m > 0 {
+		next = min(next, m) // need <= m: storeLine refused the line otherwise
 	}
 	return next
 }
