@@ -6,10 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/mail"
 	"net/smtp"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -229,4 +231,61 @@ func ExampleBaseHandler() {
 	// VRFY joe -> 500 Syntax error, command unrecognised or error in parameters or arguments
 	// FROB     -> 421 Service not available, closing transmission channel
 	// then: EOF
+}
+
+// streamHandler takes each message as a stream: it reads the header section with
+// net/textproto and counts the body's bytes, never holding the message whole.
+type streamHandler struct {
+	smtpd.BaseHandler
+}
+
+func (streamHandler) OnMessageStream(s *smtpd.Session, r io.Reader) error {
+	tp := textproto.NewReader(bufio.NewReader(r))
+	header, err := tp.ReadMIMEHeader()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err // an error wrapping an *SMTPError (552 past MaxMessageSize) answers with it
+	}
+	n, err := io.Copy(io.Discard, tp.R) // or into a file, a socket, a queue
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%q from <%s>: %d body bytes\n", header.Get("Subject"), s.Envelope.From, n)
+	return nil // 250; OnMessage is not called for a MessageStreamer
+}
+
+// A Handler that implements MessageStreamer gets each message as an io.Reader while
+// it arrives; memory per session stays a few buffers, whatever the size. The reader
+// applies the buffered path's rules: dot-unstuffing, CRLF mode, MaxMessageSize
+// (here 1 MiB: the second message gets 552 and the session goes on).
+func ExampleMessageStreamer() {
+	srv := &smtpd.Server{Handler: streamHandler{}, MaxMessageSize: 1 << 20,
+		Hosts: "127.0.0.1", Ports: "0", Logger: slog.New(slog.DiscardHandler)}
+	if err := srv.Start(); err != nil {
+		fmt.Println("start:", err)
+		return
+	}
+	defer srv.Close()
+	c, err := smtp.Dial(srv.Addrs()[0].String())
+	if err != nil {
+		fmt.Println("dial:", err)
+		return
+	}
+	defer c.Close()
+	for _, lines := range []int{4096, 65536} { // 18 bytes a line: 72 KiB, then 1.1 MiB
+		c.Mail("me@example.org")
+		c.Rcpt("you@example.com")
+		w, err := c.Data()
+		if err != nil {
+			fmt.Println("DATA:", err)
+			return
+		}
+		fmt.Fprint(w, "Subject: Streamed\r\n\r\n", strings.Repeat("0123456789abcdef\r\n", lines))
+		fmt.Println("end of data:", w.Close())
+	}
+	fmt.Println("QUIT:", c.Quit())
+	// Output:
+	// "Streamed" from <me@example.org>: 73728 body bytes
+	// end of data: <nil>
+	// end of data: 552 "Requested mail action aborted: exceeded storage allocation"
+	// QUIT: <nil>
 }
