@@ -81,9 +81,8 @@ func (s *Session) cmdBdat(args string) error {
 		// CRLFStrict included, at the chunk where the bare CR or LF showed — with one
 		// reply, in LMTP too (RFC 2033 4.3: only BDAT LAST gets one per recipient).
 		failed := t.failed
-		if failed == nil && t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary {
-			s.log().Info("message with bare CR or LF refused (CRLFStrict)")
-			failed = errCRLF
+		if failed == nil {
+			failed = s.strictRefusal(t)
 		}
 		if failed == nil {
 			s.writeReply(250, s.enhancedCode(replyOK), strconv.FormatInt(size, 10)+" octets received")

@@ -104,14 +104,10 @@ func (s *Session) finish(t *transfer) error {
 		t.failed = s.startData(t) // an empty message: the end is its first line
 	}
 	failed := t.failed
-	switch {
-	case t.bare && s.cfg.crlfMode == CRLFStrict && !t.binary && failed == nil:
-		s.log().Info("message with bare CR or LF refused (CRLFStrict)")
-		failed = errCRLF
-		if t.stream != nil {
-			t.stream.close(fmt.Errorf("bare CR or LF in the message: %w", errCRLF))
-		}
-	case failed == nil:
+	if failed == nil {
+		failed = s.strictRefusal(t)
+	}
+	if failed == nil {
 		failed = s.deliver(t)
 	}
 	t.abandonStream() // a stream still open after a refusal: closed, its hook waited for
@@ -123,6 +119,20 @@ func (s *Session) finish(t *transfer) error {
 		}
 	}
 	return failed
+}
+
+// strictRefusal is the CRLFStrict refusal owed to a message with a bare CR or LF
+// (nil when none is owed): logged, and a stream hook's reader fails with it.
+// BINARYMIME data has no line rules.
+func (s *Session) strictRefusal(t *transfer) error {
+	if !t.bare || s.cfg.crlfMode != CRLFStrict || t.binary {
+		return nil
+	}
+	s.log().Info("message with bare CR or LF refused (CRLFStrict)")
+	if t.stream != nil {
+		t.stream.close(fmt.Errorf("bare CR or LF in the message: %w", errCRLF))
+	}
+	return errCRLF
 }
 
 // lineEndsCRLF reports whether the raw line ends with "\r\n".

@@ -204,6 +204,17 @@ func TestStreamRefusals(t *testing.T) {
 		require.Len(t, errs, 1)
 		require.ErrorIs(t, errs[0], errCRLF)
 	})
+	t.Run("strict: a bare LF in a BDAT chunk fails the reader with the CRLF error", func(t *testing.T) {
+		h := &streamHandler{}
+		addr, _ := bdatServe(t, h, func(srv *Server) { srv.CRLFMode = CRLFStrict })
+		c := bdatTransaction(t, addr, "stream-bdat.example")
+		chunk := "a\nb\r\n"
+		c.send(bdatCmd(len(chunk), false) + chunk)
+		require.Equal(t, smugReplyCRLF, c.expect(500))
+		_, errs := h.got()
+		require.Len(t, errs, 1)
+		require.ErrorIs(t, errs[0], errCRLF)
+	})
 	t.Run("client leaves mid-message: the reader fails, nothing accepted", func(t *testing.T) {
 		h := &streamHandler{}
 		srv := &Server{Handler: h}
