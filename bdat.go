@@ -2,7 +2,6 @@ package smtpd
 
 import (
 	"bytes"
-	"fmt"
 	"strconv"
 )
 
@@ -45,16 +44,11 @@ func (s *Session) cmdBdat(args string) error {
 		return refuse(SMTPError503)
 	case s.needsAuth():
 		return refuse(SMTPError530)
-	case s.cfg.maxMessage > 0 && s.bdatReceived()+size > int64(s.cfg.maxMessage):
-		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
+	case s.overMaxMessage(s.bdat, size):
+		// The data so far went (a stream hook learned why, and was waited for); the
+		// envelope is still needed below.
 		s.srv.stats.MessagesRefused.Add(1)
-		if t := s.bdat; t != nil && t.stream != nil {
-			// The stream hook learns why its message ended (and is waited for): a
-			// transfer dropped without closing its stream would leave it blocked.
-			t.stream.close(fmt.Errorf("message over %d bytes: %w", s.cfg.maxMessage, SMTPError552))
-		}
 		s.bdat = nil
-		s.releaseBuffered() // the data so far goes now; the envelope is still needed below
 		defer s.resetTransaction()
 		if last && s.cfg.lmtp {
 			// LMTP (RFC 2033 4.3): BDAT LAST is answered once per accepted recipient,
@@ -101,15 +95,6 @@ func (s *Session) cmdBdat(args string) error {
 	err := s.finish(t)
 	s.resetTransaction()
 	return err
-}
-
-// bdatReceived is the size of the message the chunks so far made: the bytes
-// gathered, or those streamed to a MessageStreamer.
-func (s *Session) bdatReceived() int64 {
-	if s.bdat != nil && s.bdat.stream != nil {
-		return int64(s.bdat.stream.size)
-	}
-	return int64(len(s.Message.Data))
 }
 
 // readOctets reads exactly n octets of BDAT data, in pieces split after each LF and

@@ -75,12 +75,55 @@ func (s *Session) feed(t *transfer, d dataLine) error {
 			return s.fatal(t.failed)
 		}
 	}
-	if t.stream != nil {
-		t.failed = s.streamLine(t, d)
-	} else {
+	if t.failed = s.headersEnd(t, d); t.failed != nil {
+		return s.fatal(t.failed)
+	}
+	switch {
+	case s.overMaxMessage(t, int64(len(d.text)+len(d.end))):
+		s.log().Info("message over MaxMessageSize; discarding the rest", "limit", s.cfg.maxMessage)
+		t.failed = SMTPError552
+	case t.stream != nil:
+		t.stream.write(d.text, d.end) // MaxBufferedData does not apply: nothing is buffered
+	default:
 		t.failed = s.storeLine(d)
 	}
 	return s.fatal(t.failed)
+}
+
+// headersEnd runs OnDataHeaders at the empty line that ends the header section,
+// before that line is stored (buffered path only).
+func (s *Session) headersEnd(t *transfer, d dataLine) error {
+	if t.stream != nil || !d.isEmpty || s.Message.Headers {
+		return nil
+	}
+	s.Message.Headers = true
+	return s.h.OnDataHeaders(s)
+}
+
+// received is the size of the message so far: the bytes gathered in Message.Data,
+// or those streamed to a MessageStreamer (t may be nil: nothing streamed).
+func (s *Session) received(t *transfer) int64 {
+	if t != nil && t.stream != nil {
+		return int64(t.stream.size)
+	}
+	return int64(len(s.Message.Data))
+}
+
+// overMaxMessage reports whether n more bytes take the message past
+// MaxMessageSize. If they do, the limit is counted and the message dropped: the
+// data gathered so far is released, and a stream hook's reader fails with an error
+// wrapping SMTPError552.
+func (s *Session) overMaxMessage(t *transfer, n int64) bool {
+	max := s.cfg.maxMessage
+	if max <= 0 || s.received(t)+n <= int64(max) {
+		return false
+	}
+	s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
+	if t != nil && t.stream != nil {
+		t.stream.close(fmt.Errorf("message over %d bytes: %w", max, SMTPError552))
+	}
+	s.releaseBuffered()
+	return true
 }
 
 // startData runs OnDataStart at the first piece of data (or the end of an empty
@@ -141,22 +184,10 @@ func lineEndsCRLF(line []byte) bool {
 	return n >= 2 && line[n-2] == '\r' && line[n-1] == '\n'
 }
 
-// storeLine runs the header hook, appends the piece within MaxMessageSize and
-// MaxBufferedData, and runs the receiving hook after a complete line.
+// storeLine appends the piece (feed checked MaxMessageSize) within MaxBufferedData,
+// and runs the receiving hook after a complete line.
 func (s *Session) storeLine(d dataLine) error {
-	if d.isEmpty && !s.Message.Headers {
-		s.Message.Headers = true
-		if err := s.h.OnDataHeaders(s); err != nil {
-			return err
-		}
-	}
-	need := len(s.Message.Data) + len(d.text) + len(d.end)
-	if max := s.cfg.maxMessage; max > 0 && need > max {
-		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
-		s.log().Info("message over MaxMessageSize; discarding the rest", "limit", max)
-		s.releaseBuffered()
-		return SMTPError552
-	}
+	need := len(s.Message.Data) + len(d.text) + len(d.end) // within MaxMessageSize: feed checked
 	if need > cap(s.Message.Data) {
 		grown := s.grownCap(need)
 		old := cap(s.Message.Data)
@@ -207,7 +238,7 @@ func (s *Session) grownCap(need int) int {
 		next = max(declared+declared/32+4096, need)
 	}
 	if m := s.cfg.maxMessage; m > 0 {
-		next = min(next, m) // need <= m: storeLine refused the line otherwise
+		next = min(next, m) // need <= m: feed refused the line otherwise
 	}
 	return next
 }

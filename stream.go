@@ -110,19 +110,6 @@ func (st *messageStream) close(err error) error {
 	return res
 }
 
-// streamLine is storeLine's streaming twin: MaxMessageSize, then the piece to the
-// hook. MaxBufferedData does not apply: nothing is buffered.
-func (s *Session) streamLine(t *transfer, d dataLine) error {
-	if max := s.cfg.maxMessage; max > 0 && t.stream.size+len(d.text)+len(d.end) > max {
-		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
-		s.log().Info("message over MaxMessageSize; discarding the rest", "limit", max)
-		t.stream.close(fmt.Errorf("message over %d bytes: %w", max, SMTPError552))
-		return SMTPError552
-	}
-	t.stream.write(d.text, d.end)
-	return nil
-}
-
 // abandonStream ends a stream whose transfer was cut short (the client left, the
 // transaction was reset) and waits for the hook.
 func (t *transfer) abandonStream() {
