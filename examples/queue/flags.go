@@ -9,8 +9,9 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/midismtp/smtpd"
 )
 
 // config is the parsed command line.
@@ -30,6 +31,8 @@ type config struct {
 	natsCreds   string
 	dataDir     string // embedded: JetStream store
 	natsListen  string // embedded: client listener; "" = in-process only
+	natsHost    string // embedded: -nats-listen's host, as parseFlags split it
+	natsPort    int    // embedded: -nats-listen's port; 0 picks a free one
 	maxPayload  int    // embedded: max_payload
 	syncAlways  bool   // embedded: fsync every write
 	streamName  string
@@ -90,8 +93,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 
-	fs.StringVar(&cfg.hosts, "hosts", "127.0.0.1", "SMTP `addresses` to listen on, comma separated; * is every local address")
-	fs.StringVar(&cfg.ports, "ports", "2525", "SMTP `ports`, comma separated (smtpd's Ports syntax); 0 picks a free one")
+	fs.StringVar(&cfg.hosts, "hosts", smtpd.DefaultHosts, "SMTP `addresses` to listen on, comma separated; * is every local address")
+	fs.StringVar(&cfg.ports, "ports", smtpd.DefaultPorts, "SMTP `ports`, comma separated (smtpd's Ports syntax); 0 picks a free one")
 	fs.StringVar(&cfg.proxyTrusted, "proxy-trusted", "", "`CIDRs` or IPs, comma separated, of load balancers that must send a PROXY v1/v2 header (empty: off)")
 	fs.IntVar(&cfg.maxProcessings, "max-processings", 0, "SMTP sessions served at once (0: 100)")
 	fs.IntVar(&cfg.maxMessage, "max-message", 0, "largest message in `bytes` (0: what the NATS server's max_payload allows, less 64 KiB for the envelope headers; more is refused)")
@@ -164,11 +167,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageFail(fs, "-stream-name must not be empty nor contain spaces, '.', '*', '>', '/' or '\\'")
 	}
 	if cfg.embedded() && cfg.natsListen != "" {
-		if _, port, err := net.SplitHostPort(cfg.natsListen); err != nil {
+		host, port, err := net.SplitHostPort(cfg.natsListen)
+		if err != nil {
 			return nil, usageFail(fs, "-nats-listen: %v", err)
-		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
 			return nil, usageFail(fs, "-nats-listen: bad port %q", port)
 		}
+		cfg.natsHost, cfg.natsPort = host, int(p)
 	}
 	return cfg, nil
 }
@@ -188,16 +195,4 @@ func usageFail(fs *flag.FlagSet, format string, args ...any) error {
 	fmt.Fprintln(fs.Output(), err)
 	fs.Usage()
 	return usageError{err}
-}
-
-// lockedWriter serializes the writes of concurrent goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

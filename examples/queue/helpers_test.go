@@ -511,6 +511,21 @@ func dialSMTP(addr, from string) (*smtpConn, error) {
 	return c, nil
 }
 
+// dialEHLO connects to addr, says EHLO client.test and closes the connection when
+// the test ends; a failure ends the test.
+func dialEHLO(t *testing.T, addr string) *smtpConn {
+	t.Helper()
+	c, err := dialSMTP(addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	if err := c.expect("EHLO client.test", 250); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func (c *smtpConn) localPort() int { return c.conn.LocalAddr().(*net.TCPAddr).Port }
 
 func (c *smtpConn) close() { c.conn.Close() }

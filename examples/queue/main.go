@@ -67,16 +67,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	out := &lockedWriter{w: stdout}
 
-	q, err := connect(ctx, cfg, logger, out)
+	// Everything that writes to stdout runs on this goroutine: the "nats on" and
+	// "listening on" lines, and -consume's message lines. No lock needed.
+	q, err := connect(ctx, cfg, logger, stdout)
 	if err != nil {
 		return err
 	}
 	defer q.close()
 
 	if cfg.consume {
-		return consume(ctx, cfg, q, logger, out)
+		return consume(ctx, cfg, q, logger, stdout)
 	}
-	return receive(ctx, cfg, q, logger, out)
+	return receive(ctx, cfg, q, logger, stdout)
 }

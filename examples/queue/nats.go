@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -233,12 +231,11 @@ func startEmbedded(cfg *config, logger *slog.Logger) (*server.Server, error) {
 	if cfg.natsListen == "" {
 		opts.DontListen = true
 	} else {
-		host, port, _ := net.SplitHostPort(cfg.natsListen) // checked by parseFlags
-		p, _ := strconv.Atoi(port)
+		p := cfg.natsPort // split and checked by parseFlags
 		if p == 0 {
 			p = server.RANDOM_PORT
 		}
-		opts.Host, opts.Port = host, p
+		opts.Host, opts.Port = cfg.natsHost, p
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -27,6 +27,9 @@ type message struct {
 	mail string // extra MAIL FROM parameters, e.g. " BODY=8BITMIME"
 	bdat bool   // sent with BDAT in two chunks instead of DATA
 	data []byte // the message as it must be stored
+	// pause holds back DATA's final dot this long after the rest of the data: the
+	// message's X-Smtp-Received-At must be after it.
+	pause time.Duration
 }
 
 // bigMessage is a message of n bytes or a little more, of 78-character lines.
@@ -65,7 +68,15 @@ func sendOne(c *smtpConn, m message) (int, string, error) {
 	if code, text, err := c.cmd("DATA"); err != nil || code != 354 {
 		return code, text, err
 	}
-	if err := c.send(dotStuff(m.data)); err != nil {
+	stuffed := dotStuff(m.data)
+	if m.pause > 0 {
+		if err := c.send(strings.TrimSuffix(stuffed, ".\r\n")); err != nil {
+			return 0, "", err
+		}
+		time.Sleep(m.pause)
+		stuffed = ".\r\n"
+	}
+	if err := c.send(stuffed); err != nil {
 		return 0, "", err
 	}
 	return c.reply()
@@ -84,22 +95,17 @@ func TestEmbeddedRoundTrip(t *testing.T) {
 
 	msgs := []message{
 		{from: "alice@example.org", to: []string{"bob@example.net", "carol@example.net"},
-			data: []byte("Subject: one\r\n\r\nHello\r\n.leading dot\r\n..two dots\r\n.\r\n")},
+			data: []byte("Subject: one\r\n\r\nHello\r\n.leading dot\r\n..two dots\r\n.\r\n"), pause: 200 * time.Millisecond},
 		{from: "", to: []string{"postmaster@example.net"}, mail: " BODY=8BITMIME",
 			data: []byte("Subject: bounce \xc3\xa9\r\n\r\n8-bit body: gr\xc3\xbc\xc3\x9fe\r\n")},
 		{from: "big@example.org", to: []string{"x@example.net"}, data: bigMessage("three MiB", 3<<20)},
 		{from: "chunks@example.org", to: []string{"y@example.net"}, bdat: true,
 			data: []byte("Subject: BDAT\r\n\r\nnot the end:\r\n.\r\nQUIT\r\nstill the message\r\n")},
 	}
-	c, err := dialSMTP(p.smtp, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	if err := c.expect("EHLO client.test", 250); err != nil {
-		t.Fatal(err)
-	}
+	c := dialEHLO(t, p.smtp)
+	dotAfter := make([]time.Time, len(msgs)) // no earlier than this the final dot was sent
 	for i, m := range msgs {
+		dotAfter[i] = time.Now().Add(m.pause)
 		if code, text, err := sendOne(c, m); err != nil || code != 250 {
 			t.Fatalf("message %d: %d %s %v", i, code, text, err)
 		}
@@ -143,8 +149,13 @@ func TestEmbeddedRoundTrip(t *testing.T) {
 		if id := h.Get(jetstream.MsgIDHeader); !idRe.MatchString(id) || idRe.FindStringSubmatch(id)[1] != strconv.Itoa(i+1) {
 			t.Errorf("message %d: Nats-Msg-Id %q, want <nonce>-%s-%d", i, id, session, i+1)
 		}
-		if _, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt)); err != nil {
+		// Received-At is the end of the data: not before the final dot was sent
+		// (wall clocks of this one process; 1 ms of slack).
+		if at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt)); err != nil {
 			t.Errorf("message %d: %s: %v", i, HeaderReceivedAt, err)
+		} else if at.Before(dotAfter[i].Round(0).Add(-time.Millisecond)) {
+			t.Errorf("message %d: %s %s is before the final dot was sent (%s)", i, HeaderReceivedAt,
+				at.Format(time.RFC3339Nano), dotAfter[i].UTC().Format(time.RFC3339Nano))
 		}
 	}
 	if b := got[1].header.Get(HeaderBody); b != "8bitmime" {
@@ -236,14 +247,7 @@ func TestTooLarge(t *testing.T) {
 	t.Parallel()
 	p := startRun(t, true, "-ports", "0", "-data", t.TempDir(), "-nats-listen", "127.0.0.1:0",
 		"-max-payload", "131072", "-max-recipients", "400")
-	c, err := dialSMTP(p.smtp, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	if err := c.expect("EHLO client.test", 250); err != nil {
-		t.Fatal(err)
-	}
+	c := dialEHLO(t, p.smtp)
 
 	if err := c.expect("MAIL FROM:<a@example.org> SIZE=70000", 552); err != nil {
 		t.Error("SIZE over the limit:", err)
@@ -322,14 +326,7 @@ func TestNATSDown(t *testing.T) {
 		return message{from: "a@example.org", to: []string{"b@example.net"},
 			data: []byte(fmt.Sprintf("Subject: down test %d\r\n\r\nmessage %d\r\n", n, n))}
 	}
-	c, err := dialSMTP(p.smtp, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	if err := c.expect("EHLO client.test", 250); err != nil {
-		t.Fatal(err)
-	}
+	c := dialEHLO(t, p.smtp)
 	if code, text, err := sendOne(c, mk(1)); err != nil || code != 250 {
 		t.Fatalf("with NATS up: %d %s %v", code, text, err)
 	}

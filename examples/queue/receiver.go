@@ -35,6 +35,11 @@ const (
 	HeaderSMTPUTF8   = "X-Smtp-Smtputf8"    // "yes" when MAIL FROM had SMTPUTF8
 )
 
+// receivedAtLayout is HeaderReceivedAt's RFC 3339 layout, fixed width (always
+// nanoseconds) so that the value stamped once the data has ended is as long as the
+// one headers() counted in the headers' size.
+const receivedAtLayout = "2006-01-02T15:04:05.000000000Z"
+
 // headerRoom is what -max-message leaves of max_payload for the headers above
 // (with -max-recipients 100 of the longest addresses they stay under 32 KiB).
 const headerRoom = 64 << 10
@@ -144,7 +149,7 @@ func (h *receiver) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	room := maxPayload - headerSize(hdr)
 
 	body, err := h.readBody(r, min(room, h.max), s.Envelope.Size)
-	defer h.mem.release(cap(body))
+	defer h.mem.release(cap(body)) // the one release of what readBody took, error or not
 	switch {
 	case errors.Is(err, smtpd.SMTPError552) || errors.Is(err, errTooBig):
 		// The library stops at MaxMessageSize (-max-message); readBody at what
@@ -160,13 +165,16 @@ func (h *receiver) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	case err != nil:
 		return err // the client left, or bare line ends under CRLFStrict: the library's reply
 	}
+	// The data has ended (the final dot, or BDAT LAST): that is the time received.
+	// Same width as the value headers() set, so room above stays exact.
+	hdr.Set(HeaderReceivedAt, time.Now().UTC().Format(receivedAtLayout))
 
 	msg := &nats.Msg{Subject: h.subject, Header: hdr, Data: body}
 	start := time.Now()
 	ack, attempts, err := h.publish(s.Context(), msg)
 	if errors.Is(err, nats.ErrMaxPayload) {
 		log.Warn("message over the NATS server's max_payload; refused with 552", "bytes", len(body),
-			"max_payload", h.nc.MaxPayload(), "hint", "raise max_payload in the NATS servers' configuration (embedded: -max-payload)")
+			"max_payload", maxPayload, "hint", "raise max_payload in the NATS servers' configuration (embedded: -max-payload)")
 		return errTooBig
 	}
 	if err != nil {
@@ -249,7 +257,9 @@ func (h *receiver) headers(s *smtpd.Session, id string) nats.Header {
 	}
 	hdr.Set(HeaderHelo, clean(s.Helo))
 	hdr.Set(HeaderSession, clean(s.ID))
-	hdr.Set(HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	// A placeholder of the final value's width, for headerSize: OnMessageStream
+	// sets the time once the data has ended.
+	hdr.Set(HeaderReceivedAt, time.Now().UTC().Format(receivedAtLayout))
 	if s.Envelope.EncodingBody != "" {
 		hdr.Set(HeaderBody, clean(s.Envelope.EncodingBody))
 	}
@@ -293,25 +303,24 @@ const readChunk = 32 << 10
 
 // readBody reads the message into memory: at most limit bytes (a longer one:
 // errTooBig), holding its buffer against the -max-buffered budget (over it:
-// errNoMemory). A SIZE= declared by the client sizes the first buffer. The caller
-// releases cap(body) from the budget. On an error the rest of the message is left
-// unread: the library reads and discards it.
+// errNoMemory). A SIZE= declared by the client sizes the first buffer. The buffer
+// is returned on an error too: the caller releases its cap from the budget in
+// every case. On an error the rest of the message is left unread: the library
+// reads and discards it.
 func (h *receiver) readBody(r io.Reader, limit, hint int) ([]byte, error) {
+	if limit < 0 { // the headers alone are over max_payload
+		return nil, errTooBig
+	}
 	var buf []byte
 	for {
 		if len(buf) == cap(buf) {
-			if len(buf) > limit {
-				h.mem.release(cap(buf))
-				return nil, errTooBig
-			}
 			size := max(2*cap(buf), readChunk)
 			if cap(buf) == 0 && hint > 0 {
 				size = hint + 1 // +1: the EOF needs room to be seen without growing
 			}
 			size = min(size, limit+1) // limit+1 bytes read: over the limit
 			if !h.mem.take(size - cap(buf)) {
-				h.mem.release(cap(buf))
-				return nil, errNoMemory
+				return buf, errNoMemory
 			}
 			nb := make([]byte, len(buf), size)
 			copy(nb, buf)
@@ -320,15 +329,13 @@ func (h *receiver) readBody(r io.Reader, limit, hint int) ([]byte, error) {
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if len(buf) > limit {
-			h.mem.release(cap(buf))
-			return nil, errTooBig
+			return buf, errTooBig
 		}
 		if err == io.EOF {
 			return buf, nil
 		}
 		if err != nil {
-			h.mem.release(cap(buf))
-			return nil, err
+			return buf, err
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/smtp"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +35,7 @@ func TestSimplePrintsDecodedSubject(t *testing.T) {
 		out := &lockedBuilder{}
 		ts := smtptest.NewServer(t, handler{out: out})
 		msg := "Subject: " + tc.subject + "\r\n\r\nbody\r\n"
-		if err := smtp.SendMail(ts.Addr, nil, "a@example.org", []string{"b@example.net"}, []byte(msg)); err != nil {
+		if err := ts.SendMail(nil, "a@example.org", []string{"b@example.net"}, msg); err != nil {
 			t.Fatal(err)
 		}
 		want := `from <a@example.org> to ["b@example.net"]: ` + tc.want + "\n"

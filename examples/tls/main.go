@@ -34,7 +34,7 @@ const usageHead = `tls is an SMTP server that wants encryption and a login: STAR
 (AUTH on plaintext is answered 538) and AUTH is required before mail is accepted.
 The one credential is user "demo", password "password". The certificate is a
 self-signed one made at start unless -cert (and -key) are given; its SHA-256
-fingerprint is logged so that clients can pin it. Each message received is printed.
+fingerprint is printed so that clients can pin it. Each message received is printed.
 Ctrl-C stops it gracefully.
 
   swaks --server 127.0.0.1:2525 --tls --auth PLAIN --auth-user demo --auth-password password --to you@example.com
@@ -90,8 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(fs.Output(), usageHead)
 		fs.PrintDefaults()
 	}
-	hosts := fs.String("hosts", "127.0.0.1", "addresses to listen on, comma separated")
-	ports := fs.String("ports", "2525", "ports to listen on, comma separated")
+	hosts := fs.String("hosts", smtpd.DefaultHosts, "addresses to listen on, comma separated")
+	ports := fs.String("ports", smtpd.DefaultPorts, "ports to listen on, comma separated")
 	cert := fs.String("cert", "", "PEM certificate `file`; default: a self-signed certificate")
 	key := fs.String("key", "", "PEM key `file` of -cert; default: the key inside the -cert file")
 	if err := fs.Parse(args); err != nil {
