@@ -37,8 +37,14 @@ func newAdmission(slots int) *admission {
 	return &admission{free: slots, queues: make(map[string]*list.List)}
 }
 
-// waitingNow is the number of connections waiting for a slot.
-func (a *admission) waitingNow() int64 { return a.waiting.Load() }
+// waitingNow is the number of connections waiting for a slot (none before the
+// server's first Start or Serve made its admission).
+func (a *admission) waitingNow() int64 {
+	if a == nil {
+		return 0
+	}
+	return a.waiting.Load()
+}
 
 // enter takes a free slot (true) or queues w (false); first reports that w is
 // the only one waiting (stress mode begins).
@@ -135,8 +141,6 @@ func (s *Session) admit() bool {
 	if admitted {
 		return true
 	}
-	s.srv.stats.ConnectionsWaiting.Add(1)
-	defer s.srv.stats.ConnectionsWaiting.Add(-1)
 	s.srv.warnWaiting(s)
 	if first { // stress mode begins: idle sessions get its shorter wait
 		tightenParked(s.srv, s.timeout())

@@ -49,11 +49,11 @@ type LimitStats struct {
 
 // serverStats is Stats as atomic counters.
 type serverStats struct {
-	ConnectionsTotal, ConnectionsWaiting, SessionsActive atomic.Int64
-	MessagesAccepted, MessagesRefused, BytesAccepted     atomic.Int64
-	AuthSuccesses, AuthFailures                          atomic.Int64
-	TLSHandshakes, TLSFailures                           atomic.Int64
-	replies                                              [6]atomic.Int64
+	ConnectionsTotal, SessionsActive                 atomic.Int64
+	MessagesAccepted, MessagesRefused, BytesAccepted atomic.Int64
+	AuthSuccesses, AuthFailures                      atomic.Int64
+	TLSHandshakes, TLSFailures                       atomic.Int64
+	replies                                          [6]atomic.Int64
 
 	MaxConnections, MaxConnectionsPerIP, WaitTimeout, WaitGone, Pregreet, NonSMTP atomic.Int64
 	MaxErrors, MaxJunkCommands, CommandTimeout, CommandTooLong, AuthTooLong       atomic.Int64
@@ -77,7 +77,7 @@ func (srv *Server) Stats() Stats {
 	return Stats{
 		ConnectionsTotal:   st.ConnectionsTotal.Load(),
 		ConnectionsOpen:    srv.connections.Load(),
-		ConnectionsWaiting: st.ConnectionsWaiting.Load(),
+		ConnectionsWaiting: srv.adm.waitingNow(),
 		SessionsActive:     st.SessionsActive.Load(),
 		MessagesAccepted:   st.MessagesAccepted.Load(),
 		MessagesRefused:    st.MessagesRefused.Load(),
