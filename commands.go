@@ -44,18 +44,10 @@ func lmtpOnly(c *config) bool { return c.lmtp }
 
 // lookupCommand returns the table row of verb (any case), or nil.
 func lookupCommand(verb string) *command {
-	if len(verb) > 8 {
+	if len(verb) > 8 { // no verb is longer: no upper-cased copy of a long word
 		return nil
 	}
-	var up [8]byte
-	for i := 0; i < len(verb); i++ {
-		c := verb[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		up[i] = c
-	}
-	return commands[string(up[:len(verb)])]
+	return commands[upperASCII(verb)]
 }
 
 // dispatch runs one command line (its line end removed).
@@ -67,7 +59,7 @@ func (s *Session) dispatch(text []byte) {
 	}
 	line := string(text)
 	verb, args := splitCommand(line)
-	cmd := lookupCommand(verb)
+	cmd := commands[verb] // splitCommand upper-cased it
 	if cmd != nil && cmd.on != nil && !cmd.on(s.cfg) {
 		cmd = nil // an extension that is off is an unknown command
 	}

@@ -228,7 +228,7 @@ func (s *Session) succeed(err error, def *SMTPError) error {
 
 // cutPrefixFold cuts prefix from s, ignoring ASCII case.
 func cutPrefixFold(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || upperASCII(s[:len(prefix)]) != prefix {
+	if len(s) < len(prefix) || !equalFoldASCII(s, prefix) {
 		return s, false
 	}
 	return s[len(prefix):], true

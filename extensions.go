@@ -138,25 +138,11 @@ func hasControl(s string) bool {
 	return false
 }
 
-// keywordASCII returns the keyword of kws (upper case) that s is in any ASCII case,
-// or "". Keywords are case-insensitive in ASCII only (RFC 5234 2.3): strings.ToUpper
-// and EqualFold would take "ſ" for "S" and "ı" for "I".
+// keywordASCII returns the keyword of kws (upper case) that s is in any ASCII case
+// (equalFoldASCII), or "".
 func keywordASCII(s string, kws ...string) string {
 	for _, kw := range kws {
-		if len(s) != len(kw) {
-			continue
-		}
-		i := 0
-		for ; i < len(s); i++ {
-			c := s[i]
-			if 'a' <= c && c <= 'z' {
-				c -= 'a' - 'A'
-			}
-			if c != kw[i] {
-				break
-			}
-		}
-		if i == len(s) {
+		if len(s) == len(kw) && equalFoldASCII(s, kw) {
 			return kw
 		}
 	}

@@ -215,7 +215,11 @@ func isNonSMTP(line []byte) bool {
 
 var nonSMTPPrefixes = []string{"GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS ", "Host:", "User-Agent:"}
 
-func equalFoldASCII(b []byte, s string) bool {
+// equalFoldASCII reports whether the first len(s) bytes of b equal s, ignoring
+// ASCII case only (b holds at least len(s) bytes). SMTP's words are
+// case-insensitive in ASCII (RFC 5321 2.4; RFC 5234 2.3): strings.EqualFold and
+// ToUpper would take "ſ" for "S" and "ı" for "I".
+func equalFoldASCII[T string | []byte](b T, s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := b[i]
 		if 'a' <= c && c <= 'z' {

@@ -99,7 +99,7 @@ func isAuthLine(line []byte) bool {
 		i++
 	}
 	line = line[i:]
-	return len(line) >= 4 && strings.EqualFold(string(line[:4]), "AUTH") && (len(line) == 4 || isSpace(line[4]))
+	return len(line) >= 4 && equalFoldASCII(line, "AUTH") && (len(line) == 4 || isSpace(line[4]))
 }
 
 func isSpace(c byte) bool {
