@@ -66,6 +66,7 @@ func benchScript(t *testing.T, script string, env ...string) string {
 // bench/hostile.sh (`make load-hostile`) in miniature: every scenario once, small
 // sizes; each leaves the sink alive with the replies it owes.
 func TestBenchHostileScriptSmoke(t *testing.T) {
+	clientsNeed(t, "ss")
 	out := benchScript(t, "hostile.sh", "SESSIONS=2", "LINES=2", "LINE_SIZES=65536",
 		"DATA_SESSIONS=2", "DATA_SIZE=1048576", "OUT="+t.TempDir())
 	for _, row := range []string{

@@ -5,21 +5,21 @@
 #
 # Knobs: STREAM_SIZE=1073741824 BUFFERED_SIZE=268435456 PORT=12547
 set -euo pipefail
-export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$BENCH/lib.sh" || exit 1 # stop_pid, await_line, build_sink, build_tool (sets GO, ROOT)
+cd "$ROOT"
 STREAM_SIZE=${STREAM_SIZE:-1073741824}
 BUFFERED_SIZE=${BUFFERED_SIZE:-268435456}
 PORT=${PORT:-12547}
-GO=${GO:-go}
 BIN=$(mktemp -d)
 SINK_PID=""
 cleanup() {
-	[ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null && wait "$SINK_PID" 2>/dev/null
+	stop_pid "$SINK_PID"
 	rm -rf "$BIN"
 }
 trap cleanup EXIT
-"$GO" build -o "$BIN/sink" ./examples/sink
-(cd bench/tools && "$GO" build -o "$BIN/bigmsg" ./bigmsg)
+build_sink # no SINK_BIN here: always ./examples/sink
+build_tool bigmsg
 
 # run LABEL SIZE BIGMSG_FLAGS -- SINK_FLAGS...
 run() {
@@ -27,11 +27,12 @@ run() {
 	shift 4
 	"$BIN/sink" -hosts 127.0.0.1 -ports "$PORT" -quiet "$@" >"$BIN/sink.out" 2>"$BIN/sink.err" &
 	SINK_PID=$!
-	for _ in $(seq 50); do grep -q 'listening on' "$BIN/sink.out" 2>/dev/null && break; sleep 0.1; done
+	await_line "$SINK_PID" "$BIN/sink.out" 'listening on' || true
 	printf '%-34s ' "$label"
 	# shellcheck disable=SC2086
 	"$BIN/bigmsg" -addr "127.0.0.1:$PORT" -pid "$SINK_PID" -size "$size" $flags
-	kill "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
+	kill -0 "$SINK_PID" # the sink must still run (set -e: the script stops if not)
+	stop_pid "$SINK_PID"
 	SINK_PID=""
 }
 run "streamed (-stream)" "$STREAM_SIZE" "" -- -stream -max-message -1

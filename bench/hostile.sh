@@ -30,18 +30,9 @@
 #   OUT=<new dir under /tmp>  raw lines (raw.txt), table and sink logs
 # Loopback only; the sinks it starts are stopped by PID when it exits.
 set -u -o pipefail
-export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
-GO=${GO:-go}
-
-case "${1:-}" in
--h | --help)
-	sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
-	exit 0
-	;;
-esac
-
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH/.." && pwd)
+. "$BENCH/lib.sh" || exit 1 # die, stop_pid, listening, build_sink, ... (sets GO, ROOT)
+help_if_asked "$@"
 
 SCENARIOS=${SCENARIOS:-mail auth noop ehlo data}
 SESSIONS=${SESSIONS:-16}
@@ -54,15 +45,9 @@ SINK_FLAGS=${SINK_FLAGS:-}
 SINK_BIN=${SINK_BIN:-}
 HOST=127.0.0.1
 
-die() {
-	echo "hostile.sh: $*" >&2
-	exit 1
-}
-command -v "$GO" >/dev/null || die "$GO not found"
-command -v ss >/dev/null || die "ss not found: apt-get install iproute2"
-for v in SESSIONS LINES DATA_SESSIONS DATA_SIZE PORT; do
-	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, not '${!v}'"
-done
+need_cmd "$GO"
+need_cmd ss "apt-get install iproute2"
+need_numbers SESSIONS LINES DATA_SESSIONS DATA_SIZE PORT
 for v in $LINE_SIZES; do
 	[[ $v =~ ^[0-9]+$ ]] || die "LINE_SIZES must be numbers, not '$v'"
 done
@@ -70,28 +55,10 @@ for s in $SCENARIOS; do
 	case $s in mail | auth | noop | ehlo | data) ;; *) die "unknown scenario '$s'" ;; esac
 done
 
-OUT=${OUT:-$(mktemp -d /tmp/smtpd-hostile.XXXXXX)}
-mkdir -p "$OUT" || die "cannot create $OUT"
-BIN=$(mktemp -d /tmp/smtpd-hostile-bin.XXXXXX)
-RAW=$OUT/raw.txt
-: >"$RAW"
+make_dirs hostile # OUT, BIN, RAW
 
 SRV_PID=""
 CLIENT_PID=""
-stop_pid() { # PID: TERM, up to 5 s, then KILL; reaps it
-	local p=$1 i
-	[ -n "$p" ] || return 0
-	if kill -0 "$p" 2>/dev/null; then
-		kill -TERM "$p" 2>/dev/null
-		for i in $(seq 1 50); do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-	fi
-	wait "$p" 2>/dev/null
-	return 0
-}
 cleanup() {
 	stop_pid "$CLIENT_PID"
 	stop_pid "$SRV_PID"
@@ -100,13 +67,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-if [ -n "$SINK_BIN" ]; then
-	[ -x "$SINK_BIN" ] || die "SINK_BIN=$SINK_BIN is not an executable"
-	cp "$SINK_BIN" "$BIN/sink" || die "cannot copy $SINK_BIN"
-else
-	(cd "$ROOT" && "$GO" build -o "$BIN/sink" ./examples/sink) || die "go build ./examples/sink failed"
-fi
-(cd "$BENCH/tools" && "$GO" build -o "$BIN/hostile" ./hostile) || die "go build of bench/tools/hostile failed"
+build_sink "$SINK_BIN"
+build_tool hostile
 
 if "$BIN/sink" -h 2>&1 | grep -q -- '^  -max-buffered'; then
 	MAX_BUFFERED=(-max-buffered 67108864)
@@ -117,25 +79,16 @@ else
 fi
 echo "$buffered_note"
 
-listening() { [ -n "$(ss -Hltn "sport = :$PORT" 2>/dev/null)" ]; }
-
 # run_scenario NAME SIZE SINK-FLAGS... : fresh sink, one scenario, stop.
 run_scenario() {
-	local name=$1 size=$2 i alive
+	local name=$1 size=$2 alive
 	shift 2
 	local cmd=("$BIN/sink" -hosts $HOST -ports "$PORT" -quiet -grace 2s "$@")
 	# shellcheck disable=SC2206
 	cmd+=($SINK_FLAGS)
-	listening && die "port $PORT is already in use"
+	listening "$PORT" && die "port $PORT is already in use"
 	echo "# $name: ${cmd[*]}" >>"$OUT/sink-$name.log"
-	"${cmd[@]}" >>"$OUT/sink-$name.log" 2>&1 </dev/null &
-	SRV_PID=$!
-	for i in $(seq 1 100); do
-		kill -0 "$SRV_PID" 2>/dev/null || break
-		listening && break
-		sleep 0.1
-	done
-	if ! listening; then
+	if ! start_listening "$PORT" "$OUT/sink-$name.log" "${cmd[@]}"; then
 		echo "hostile.sh: sink did not start for $name; its log:" >&2
 		grep -v '^  ' "$OUT/sink-$name.log" | tail -n 3 >&2
 		exit 1
@@ -155,8 +108,7 @@ run_scenario() {
 	CLIENT_PID=""
 	if kill -0 "$SRV_PID" 2>/dev/null; then alive=yes; else alive=no; fi
 	echo "$(cat "$BIN/out") size=$size alive=$alive flags='${cmd[*]:5}'" | tee -a "$RAW"
-	stop_pid "$SRV_PID"
-	SRV_PID=""
+	stop_server
 	sleep 0.3
 }
 

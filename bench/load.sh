@@ -49,19 +49,10 @@
 # on and talks to 127.0.0.1 only; only processes this script started are
 # stopped, by PID.
 set -u -o pipefail
-export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
 export PATH="$PATH:/usr/sbin:/sbin"
-GO=${GO:-go}
-
-case "${1:-}" in
--h | --help)
-	sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
-	exit 0
-	;;
-esac
-
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$BENCH/.." && pwd)
+. "$BENCH/lib.sh" || exit 1 # die, stop_pid, listening, build_sink, ... (sets GO, ROOT)
+help_if_asked "$@"
 
 ROUNDS=${ROUNDS:-3}
 SHAPES=${SHAPES-a b c} # set but empty: no shapes (idle connections only)
@@ -78,24 +69,13 @@ SINK_BIN=${SINK_BIN:-}
 GOPROCS=${GOPROCS:-}
 HOST=127.0.0.1
 
-die() {
-	echo "load.sh: $*" >&2
-	exit 1
-}
-
-command -v "$GO" >/dev/null || die "$GO not found"
-for tool in smtp-source smtp-sink ss; do
-	if ! command -v "$tool" >/dev/null; then
-		case $tool in
-		smtp-*) die "$tool not found: apt-get install postfix (choose \"No configuration\"; only its tools are used)" ;;
-		ss) die "ss not found: apt-get install iproute2" ;;
-		esac
-	fi
+need_cmd "$GO"
+for tool in smtp-source smtp-sink; do
+	need_cmd "$tool" "apt-get install postfix (choose \"No configuration\"; only its tools are used)"
 done
+need_cmd ss "apt-get install iproute2"
 [ -z "$GOPROCS" ] || [[ $GOPROCS =~ ^[1-9][0-9]*$ ]] || die "GOPROCS must be empty or a number above 0, not '$GOPROCS'"
-for v in ROUNDS A_MSGS B_MSGS C_MSGS SESSIONS IDLE_CONNS SHAPE_TIMEOUT; do
-	[[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, not '${!v}'"
-done
+need_numbers ROUNDS A_MSGS B_MSGS C_MSGS SESSIONS IDLE_CONNS SHAPE_TIMEOUT
 for s in $SHAPES; do
 	case $s in a | b | c) ;; *) die "unknown shape '$s' (a, b or c)" ;; esac
 done
@@ -115,31 +95,12 @@ port_of() {
 	esac
 }
 
-OUT=${OUT:-$(mktemp -d /tmp/smtpd-load.XXXXXX)}
-mkdir -p "$OUT" || die "cannot create $OUT"
-BIN=$(mktemp -d /tmp/smtpd-load-bin.XXXXXX)
-RAW=$OUT/raw.txt
-: >"$RAW"
+make_dirs load # OUT, BIN, RAW
 
 # ---- process bookkeeping: every process started here is stopped on exit -------
 SRV_PID=""
 CLIENT_PID=""                  # a client run as a direct child (idleconns)
 CLIENT_PIDFILE=$BIN/client.pid # smtp-source's timeout, started in a subshell
-
-stop_pid() { # PID: TERM, up to 5 s, then KILL; reaps it
-	local p=$1 i
-	[ -n "$p" ] || return 0
-	if kill -0 "$p" 2>/dev/null; then
-		kill -TERM "$p" 2>/dev/null
-		for i in $(seq 1 50); do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-	fi
-	wait "$p" 2>/dev/null
-	return 0
-}
 
 cleanup() {
 	local c
@@ -147,41 +108,27 @@ cleanup() {
 		c=$(cat "$CLIENT_PIDFILE")
 		kill -0 "$c" 2>/dev/null && kill -TERM "$c" 2>/dev/null
 	fi
-	if [ -n "$CLIENT_PID" ]; then
-		kill -0 "$CLIENT_PID" 2>/dev/null && kill -TERM "$CLIENT_PID" 2>/dev/null
-		wait "$CLIENT_PID" 2>/dev/null
-	fi
-	stop_pid "$SRV_PID"
-	SRV_PID=""
+	stop_pid "$CLIENT_PID"
+	stop_server
 	rm -rf "$BIN"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # ---- build ---------------------------------------------------------------------
-if [ -n "$SINK_BIN" ]; then
-	[ -x "$SINK_BIN" ] || die "SINK_BIN=$SINK_BIN is not an executable"
-	cp "$SINK_BIN" "$BIN/sink" || die "cannot copy $SINK_BIN"
-	echo "using SINK_BIN=$SINK_BIN; building bench/peers/gosmtp and bench/tools into $BIN"
-else
-	echo "building examples/sink, bench/peers/gosmtp and bench/tools into $BIN"
-	(cd "$ROOT" && "$GO" build -o "$BIN/sink" ./examples/sink) || die "go build ./examples/sink failed"
-fi
+[ -n "$SINK_BIN" ] || echo "building examples/sink, bench/peers/gosmtp and bench/tools into $BIN"
+build_sink "$SINK_BIN"
+[ -z "$SINK_BIN" ] || echo "using SINK_BIN=$SINK_BIN; building bench/peers/gosmtp and bench/tools into $BIN"
 (cd "$BENCH/peers/gosmtp" && "$GO" build -o "$BIN/gosmtp" .) || die "go build of bench/peers/gosmtp failed"
-(cd "$BENCH/tools" && "$GO" build -o "$BIN/idleconns" ./idleconns) || die "go build of bench/tools/idleconns failed"
+build_tool idleconns
 
 # SINK_FLAGS pass through as they are; check once that sink takes them, so an
 # unknown flag stops the script here with sink's own message.
 check_sink_flags() { # FLAGS...
-	local log=$BIN/flagcheck.log p i
+	local log=$BIN/flagcheck.log p
 	"$BIN/sink" -hosts $HOST -ports 0 -quiet "$@" >"$log" 2>&1 </dev/null &
 	p=$!
-	for i in $(seq 1 100); do
-		grep -q '^listening on' "$log" && break
-		kill -0 "$p" 2>/dev/null || break
-		sleep 0.1
-	done
-	if ! grep -q '^listening on' "$log"; then
+	if ! await_line "$p" "$log" '^listening on'; then
 		stop_pid "$p"
 		echo "load.sh: examples/sink does not start with the flags '$*':" >&2
 		head -n 1 "$log" >&2
@@ -198,12 +145,10 @@ if [ -n "$SINK_FLAGS_ALT" ]; then
 fi
 
 # ---- one server ----------------------------------------------------------------
-listening() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-
 # start_server NAME [IDLE]: starts NAME on its port and waits until it listens;
 # sets SRV_PID. IDLE=1: settings to hold IDLE_CONNS connections.
 start_server() {
-	local name=$1 idle=${2:-0} port cmd i
+	local name=$1 idle=${2:-0} port cmd
 	port=$(port_of "$name")
 	if listening "$port"; then die "port $port is already in use; not starting $name"; fi
 	local maxp=$((IDLE_CONNS + 100))
@@ -230,24 +175,13 @@ start_server() {
 		cmd=(env "GOMAXPROCS=$GOPROCS" "${cmd[@]}") # env execs it: SRV_PID stays the server's
 	fi
 	echo "# start $name: ${cmd[*]}" >>"$OUT/$name.log"
-	"${cmd[@]}" >>"$OUT/$name.log" 2>&1 </dev/null &
-	SRV_PID=$!
-	for i in $(seq 1 100); do
-		kill -0 "$SRV_PID" 2>/dev/null || break
-		if listening "$port"; then
-			sleep 0.2 # let it finish starting (it may still be reading its flags)
-			return 0
-		fi
-		sleep 0.1
-	done
+	if start_listening "$port" "$OUT/$name.log" "${cmd[@]}"; then
+		sleep 0.2 # let it finish starting (it may still be reading its flags)
+		return 0
+	fi
 	echo "load.sh: $name did not listen on $HOST:$port within 10 s; its log:" >&2
 	tail -n 10 "$OUT/$name.log" >&2
 	exit 1
-}
-
-stop_server() {
-	stop_pid "$SRV_PID"
-	SRV_PID=""
 }
 
 TCK=$(getconf CLK_TCK)
@@ -367,10 +301,8 @@ done
 
 # ---- idle connections ----------------------------------------------------------
 if [ "$IDLE_CONNS" -gt 0 ]; then
-	cur=$(ulimit -n)
-	if [ "$cur" != unlimited ] && [ "$cur" -lt $((IDLE_CONNS + 200)) ]; then
-		ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-	fi
+	# no ulimit -n here: only Go programs run in this step, and each raises its
+	# own soft open-file limit to the hard one at start (Go 1.19 and later)
 	for name in smtpd smtpd-alt gosmtp; do
 		[[ " $SERVERS " == *" $name "* ]] || continue
 		start_server "$name" 1

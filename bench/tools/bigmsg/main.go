@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/textproto"
 	"os"
 	"strings"
 	"time"
@@ -43,40 +44,36 @@ func run(addr string, pid int, size int64, declare bool) error {
 		return err
 	}
 	defer c.Close()
-	r := bufio.NewReader(c)
+	r := textproto.NewReader(bufio.NewReader(c))
 	w := bufio.NewWriterSize(c, 256<<10)
-	expect := func(code string) error {
+	// expect reads one reply, all its lines, and wants it to have code.
+	expect := func(code int) error {
 		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return err
-			}
-			if !strings.HasPrefix(line, code) {
-				return fmt.Errorf("want %s, got %q", code, line)
-			}
-			if len(line) > 3 && line[3] == ' ' {
-				return nil
-			}
+		if _, _, err := r.ReadResponse(code); err != nil {
+			return fmt.Errorf("want %d: %w", code, err)
 		}
+		return nil
 	}
-	cmd := func(line, code string) error {
+	cmd := func(line string, code int) error {
 		fmt.Fprintf(w, "%s\r\n", line)
 		if err := w.Flush(); err != nil {
 			return err
 		}
 		return expect(code)
 	}
-	if err := expect("220"); err != nil {
+	if err := expect(220); err != nil {
 		return err
 	}
 	mail := "MAIL FROM:<big@example.org>"
 	if declare {
 		mail += fmt.Sprintf(" SIZE=%d", size)
 	}
-	for _, step := range [][2]string{{"EHLO bigmsg.example", "250"}, {mail, "250"}, {"RCPT TO:<sink@example.org>", "250"}, {"DATA", "354"}} {
-		if err := cmd(step[0], step[1]); err != nil {
-			return fmt.Errorf("%s: %w", step[0], err)
+	for _, step := range []struct {
+		line string
+		code int
+	}{{"EHLO bigmsg.example", 250}, {mail, 250}, {"RCPT TO:<sink@example.org>", 250}, {"DATA", 354}} {
+		if err := cmd(step.line, step.code); err != nil {
+			return fmt.Errorf("%s: %w", step.line, err)
 		}
 	}
 	line := []byte(strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 17)[:998] + "\r\n")
@@ -90,11 +87,11 @@ func run(addr string, pid int, size int64, declare bool) error {
 		}
 		sent += int64(n)
 	}
-	if err := cmd(".", "250"); err != nil {
+	if err := cmd(".", 250); err != nil {
 		return fmt.Errorf("final dot: %w", err)
 	}
 	took := time.Since(start)
-	cmd("QUIT", "221")
+	cmd("QUIT", 221)
 	hwm, err := proc.StatusKB(pid, "VmHWM")
 	if err != nil {
 		return err

@@ -127,6 +127,13 @@ func (t *tally) add(key string) {
 	t.counts[key]++
 }
 
+// synced counts a session that ended in step.
+func (t *tally) synced() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.inSync++
+}
+
 func (t *tally) String() string {
 	keys := make([]string, 0, len(t.counts))
 	for k := range t.counts {
@@ -243,13 +250,42 @@ func (s *session) quiet(d time.Duration) bool {
 
 func (s *session) close() { s.c.Close() }
 
-// greet reads the banner and sends EHLO; false if either fails.
-func (s *session) greet() bool {
-	if _, key := s.next(*wait); key != "220" {
-		return false
+// banner dials the server and reads its 220 banner. When either fails it tallies
+// "connect-failed" or "greet-failed" and returns nil.
+func banner(t *tally) *session {
+	s, err := dial()
+	if err != nil {
+		t.add("connect-failed")
+		return nil
 	}
-	_, key := s.send([]byte("EHLO client.example.org\r\n"))
-	return key == "250"
+	if _, key := s.next(*wait); key != "220" {
+		s.close()
+		t.add("greet-failed")
+		return nil
+	}
+	return s
+}
+
+// parallel runs sessions sessions at once, each on its own connection: banner,
+// then EHLO, then body (i numbers the session). A session whose EHLO is not
+// answered 250 tallies "greet-failed" and runs no body.
+func parallel(sessions int, t *tally, body func(i int, s *session)) {
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Go(func() {
+			s := banner(t)
+			if s == nil {
+				return
+			}
+			defer s.close()
+			if _, key := s.send([]byte("EHLO client.example.org\r\n")); key != "250" {
+				t.add("greet-failed")
+				return
+			}
+			body(i, s)
+		})
+	}
+	wg.Wait()
 }
 
 func repeatTo(unit string, size int) []byte {
@@ -270,53 +306,34 @@ func commandLines(sessions, n int, prefix string, params []byte) *tally {
 	line := make([]byte, 0, len(prefix)+len(params)+2)
 	line = append(append(append(line, prefix...), params...), "\r\n"...)
 	t := &tally{}
-	var wg sync.WaitGroup
-	for i := range sessions {
-		wg.Go(func() {
-			s, err := dial()
-			if err != nil {
-				t.add("connect-failed")
-				return
+	parallel(sessions, t, func(i int, s *session) {
+		var seen []string
+		for range n {
+			r, key := s.send(line)
+			t.add(key)
+			seen = append(seen, key)
+			if key == "close" || key == "timeout" {
+				break
 			}
-			defer s.close()
-			if !s.greet() {
-				t.add("greet-failed")
-				return
+			if *verbose && len(seen) == 1 {
+				fmt.Fprintf(os.Stderr, "session %d first reply: %s\n", i, r.text)
 			}
-			var seen []string
-			for range n {
-				r, key := s.send(line)
-				t.add(key)
-				seen = append(seen, key)
-				if key == "close" || key == "timeout" {
-					break
-				}
-				if *verbose && len(seen) == 1 {
-					fmt.Fprintf(os.Stderr, "session %d first reply: %s\n", i, r.text)
-				}
-			}
-			if *verbose {
-				fmt.Fprintf(os.Stderr, "session %d: %s\n", i, strings.Join(seen, " "))
-			}
-		})
-	}
-	wg.Wait()
+		}
+		if *verbose {
+			fmt.Fprintf(os.Stderr, "session %d: %s\n", i, strings.Join(seen, " "))
+		}
+	})
 	return t
 }
 
 // ehlo sends one EHLO line with a size-byte name.
 func ehlo(size int) *tally {
 	t := &tally{}
-	s, err := dial()
-	if err != nil {
-		t.add("connect-failed")
+	s := banner(t)
+	if s == nil {
 		return t
 	}
 	defer s.close()
-	if _, key := s.next(*wait); key != "220" {
-		t.add("greet-failed")
-		return t
-	}
 	line := append(append([]byte("EHLO "), repeatTo("h", size)...), "\r\n"...)
 	r, key := s.send(line)
 	t.add(key)
@@ -343,46 +360,30 @@ func body(size int) []byte {
 func bigMessages(sessions, size int) *tally {
 	msg := body(size)
 	t := &tally{}
-	var wg sync.WaitGroup
-	for i := range sessions {
-		wg.Go(func() {
-			s, err := dial()
-			if err != nil {
-				t.add("connect-failed")
+	parallel(sessions, t, func(i int, s *session) {
+		for _, cmd := range []string{"MAIL FROM:<a@example.org>\r\n", "RCPT TO:<b@example.org>\r\n"} {
+			if _, key := s.send([]byte(cmd)); key != "250" {
+				t.add(strings.Fields(cmd)[0] + "-" + key)
 				return
 			}
-			defer s.close()
-			if !s.greet() {
-				t.add("greet-failed")
-				return
-			}
-			for _, cmd := range []string{"MAIL FROM:<a@example.org>\r\n", "RCPT TO:<b@example.org>\r\n"} {
-				if _, key := s.send([]byte(cmd)); key != "250" {
-					t.add(strings.Fields(cmd)[0] + "-" + key)
-					return
-				}
-			}
-			if _, key := s.send([]byte("DATA\r\n")); key != "354" {
-				t.add("DATA-" + key)
-				return
-			}
-			r, key := s.send(msg)
-			t.add(key)
-			if key == "close" || key == "timeout" {
-				return
-			}
-			r2, key2 := s.send([]byte("RSET\r\n"))
-			inStep := key2 == "250" && s.quiet(300*time.Millisecond)
-			if inStep {
-				t.mu.Lock()
-				t.inSync++
-				t.mu.Unlock()
-			}
-			if *verbose {
-				fmt.Fprintf(os.Stderr, "session %d: message %s, RSET %s, in sync %v\n", i, r.text, r2.text, inStep)
-			}
-		})
-	}
-	wg.Wait()
+		}
+		if _, key := s.send([]byte("DATA\r\n")); key != "354" {
+			t.add("DATA-" + key)
+			return
+		}
+		r, key := s.send(msg)
+		t.add(key)
+		if key == "close" || key == "timeout" {
+			return
+		}
+		r2, key2 := s.send([]byte("RSET\r\n"))
+		inStep := key2 == "250" && s.quiet(300*time.Millisecond)
+		if inStep {
+			t.synced()
+		}
+		if *verbose {
+			fmt.Fprintf(os.Stderr, "session %d: message %s, RSET %s, in sync %v\n", i, r.text, r2.text, inStep)
+		}
+	})
 	return t
 }
