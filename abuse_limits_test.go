@@ -1,11 +1,7 @@
 package smtpd
 
 import (
-	"bufio"
-	"encoding/base64"
-	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -144,18 +140,6 @@ func TestAbuseErrorAndJunkLimits(t *testing.T) {
 	})
 }
 
-// abuseDialFrom connects to addr from the local address ip, or skips the test.
-func abuseDialFrom(t *testing.T, addr, ip string) *client {
-	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		clientsMissing(t, fmt.Sprintf("cannot dial from %s here: %v", ip, err))
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &client{t: t, conn: conn, r: bufio.NewReader(conn)}
-}
-
 func TestAbuseMaxConnectionsPerIP(t *testing.T) {
 	srv := &Server{MaxConnectionsPerIP: 2}
 	addr, _ := abuseServe(t, srv)
@@ -165,7 +149,7 @@ func TestAbuseMaxConnectionsPerIP(t *testing.T) {
 	require.Equal(t, errPerIP.Message, over.expect(421))
 	over.expectClosed()
 	require.EqualValues(t, 1, srv.Stats().Limits.MaxConnectionsPerIP)
-	other := abuseDialFrom(t, addr, "127.0.0.2") // another address is not affected
+	other := dialFrom(t, addr, "127.0.0.2") // another address is not affected
 	other.expect(220)
 	a.cmd("QUIT", 221)
 	a.expectClosed() // its count is gone before the connection closes
@@ -273,16 +257,15 @@ func TestAbuseAuthFailureDelay(t *testing.T) {
 	addr, _ := abuseServe(t, srv)
 	c := dialGreeted(t, addr)
 	c.cmd("EHLO client.example", 250)
-	b64 := base64.StdEncoding.EncodeToString
 	start := time.Now()
-	c.cmd("AUTH PLAIN "+b64([]byte("\x00alice\x00guess")), 535)
+	c.cmd("AUTH PLAIN "+b64("\x00alice\x00guess"), 535)
 	require.GreaterOrEqual(t, time.Since(start), delay)
 	c.cmd("AUTH LOGIN", 334)
-	c.cmd(b64([]byte("alice")), 334)
+	c.cmd(b64("alice"), 334)
 	start = time.Now()
-	c.cmd(b64([]byte("guess2")), 535)
+	c.cmd(b64("guess2"), 535)
 	require.GreaterOrEqual(t, time.Since(start), delay)
-	c.cmd("AUTH PLAIN "+b64([]byte("\x00alice\x00secret")), 235)
+	c.cmd("AUTH PLAIN "+b64("\x00alice\x00secret"), 235)
 	st := srv.Stats()
 	require.EqualValues(t, 2, st.AuthFailures)
 	require.EqualValues(t, 1, st.AuthSuccesses)
@@ -333,7 +316,7 @@ func TestAbuseCommandLineBounds(t *testing.T) {
 	require.Equal(t, errAuthTooLong.Message, c.cmd(strings.Repeat("A", maxAuthResponse+4), 500))
 	require.EqualValues(t, 1, srv.Stats().Limits.AuthTooLong)
 	c.cmd("AUTH PLAIN "+strings.Repeat("A", maxAuthResponse+100), 500)
-	c.cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")), 235)
+	c.cmd("AUTH PLAIN "+b64("\x00alice\x00secret"), 235)
 	c.cmd("NOOP", 250)
 	st := srv.Stats()
 	require.EqualValues(t, 4, st.Limits.CommandTooLong)
@@ -436,32 +419,13 @@ func TestAbuseMaxRecipients(t *testing.T) {
 	require.EqualValues(t, 1, st.MessagesAccepted)
 }
 
-// abuseLog is a buffer for a logger's concurrent writes.
-type abuseLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *abuseLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *abuseLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // No log line, even at Debug, carries more than a short excerpt of hostile input.
 func TestAbuseLogLinesShort(t *testing.T) {
-	var buf abuseLog
+	var buf lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := &Server{Logger: logger, AuthMode: AuthOptional, XClientTrustedNetworks: "10.0.0.0/8",
 		MaxErrors: -1, MaxJunkCommands: -1}
 	addr, _ := abuseServe(t, srv)
-	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	long := strings.Repeat("\x1b[31mjunk\"\\", 1<<20/11)[:1<<20-8]
 
 	http := dialGreeted(t, addr)

@@ -24,25 +24,11 @@ import (
 // (DESIGN.md, "Internet-facing"), over real loopback TCP. 127.0.0.0/8 is loopback on
 // Linux, so clients "from other addresses" dial from 127.0.0.2, 127.1.x.y, ...
 
-// admDial connects to addr from the local address ip; it skips the test where the
-// system cannot bind ip (127.0.0.2 is not configured on every system).
+// admDial connects to addr from the local address ip (dialFrom) and returns the raw
+// connection.
 func admDial(t *testing.T, addr, ip string) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := d.Dial("tcp", addr)
-	if errors.Is(err, syscall.EADDRNOTAVAIL) {
-		clientsMissing(t, fmt.Sprintf("cannot dial from %s here: %v", ip, err))
-	}
-	require.NoError(t, err, "dial from %s", ip)
-	return conn
-}
-
-// admClient connects a test client to addr from ip.
-func admClient(t *testing.T, addr, ip string) *client {
-	c := &client{t: t, conn: admDial(t, addr, ip)}
-	t.Cleanup(func() { c.conn.Close() })
-	c.r = bufio.NewReader(c.conn)
-	return c
+	return dialFrom(t, addr, ip).conn
 }
 
 // admFDs makes sure this process may open n files, raising the soft limit if needed.
@@ -226,7 +212,7 @@ func TestAdmissionStressEvictsDripClients(t *testing.T) {
 			require.EqualValues(t, 4, srv.Stats().SessionsActive)
 			var cs []*client
 			for i := range newcomers {
-				cs = append(cs, admClient(t, addr, "127.0.0.1"))
+				cs = append(cs, dialFrom(t, addr, "127.0.0.1"))
 				admStat(t, "connections waiting", int64(i+1), admWaiting(srv))
 			}
 			start := time.Now()
@@ -348,7 +334,7 @@ func admFairness(t *testing.T, implicitTLS, servedFirst bool) {
 	if implicitTLS {
 		newcomerAddr = net.JoinHostPort("127.0.0.1", ports[1])
 	}
-	nc := admClient(t, newcomerAddr, "127.0.0.2")
+	nc := dialFrom(t, newcomerAddr, "127.0.0.2")
 	var handshake chan error
 	if implicitTLS {
 		sig := &admWriteSignal{Conn: nc.conn, wrote: make(chan struct{})}
@@ -397,7 +383,7 @@ func TestAdmissionManyAddressesNeverSilent(t *testing.T) {
 	}
 	crowd := admCrowd(t, srv, addr, ips, 2, 600)
 	start := time.Now()
-	nc := admClient(t, addr, "127.0.0.2")
+	nc := dialFrom(t, addr, "127.0.0.2")
 	require.Equal(t, errWaitTimeout.Message, nc.expect(421)) // within 10 s: never silence
 	require.GreaterOrEqual(t, time.Since(start), wait, "421 before WaitTimeout")
 	nc.expectClosed()

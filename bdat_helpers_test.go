@@ -1,9 +1,7 @@
 package smtpd
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -17,7 +15,6 @@ import (
 const (
 	bdatSender    = "sender@example.org"
 	bdatRecipient = "rcpt@example.org"
-	bdatTextFinal = "Requested mail action okay, completed"
 	bdatTextCRLF  = "Bad input, Lines must be terminated by CRLF sequence"
 	bdatTextNoCh  = "Command not implemented"
 	bdatTextSize  = "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"
@@ -241,25 +238,33 @@ func bdatPause(d time.Duration) {
 	}
 }
 
-// bdatQuiet checks that nothing arrives from the server for d.
-func (c *client) bdatQuiet(d time.Duration) {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(d))
-	b, err := c.r.Peek(1)
-	var ne net.Error
-	require.True(c.t, errors.As(err, &ne) && ne.Timeout(), "expected silence, read %q (err %v)", b, err)
-}
-
 // bdatInSync checks that the session is in sync and executed nothing of what it
 // should not have: NOOP's 250 OK is the very next reply, then QUIT's 221, then
 // the connection closes.
 func (c *client) bdatInSync() {
 	c.t.Helper()
 	c.send("NOOP\r\n")
-	require.Equal(c.t, bdatReply{250, "OK"}, c.bdatReplyOf(), "NOOP's reply must be the next one")
+	require.Equal(c.t, bdatReply{250, protoTextOK}, c.bdatReplyOf(), "NOOP's reply must be the next one")
 	c.send("QUIT\r\n")
 	require.Equal(c.t, 221, c.bdatReplyOf().Code, "QUIT's reply must be the next one")
 	c.expectClosed()
+}
+
+// bdatRetryDelivers is the step after a refused message: RSET, a new envelope and
+// data as one LAST chunk, whose reply must be the final 250; the session is then in
+// sync (bdatInSync) and the session greeted with helo delivered exactly that one
+// message. msgAndArgs is the failure message of the count.
+func (c *client) bdatRetryDelivers(h *bdatHandler, helo, data string, msgAndArgs ...any) {
+	c.t.Helper()
+	c.cmd("RSET", 250)
+	c.cmd("MAIL FROM:<"+bdatSender+">", 250)
+	c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
+	c.send(bdatChunks(data))
+	require.Equal(c.t, bdatReply{250, protoText250Data}, c.bdatReplyOf())
+	c.bdatInSync()
+	msgs := h.take(helo)
+	require.Len(c.t, msgs, 1, msgAndArgs...)
+	require.Equal(c.t, data, msgs[0].Data)
 }
 
 // bdatEnsureRef is the reference of CRLFEnsure on a whole octet string: a bare LF
@@ -323,7 +328,7 @@ func bdatWantReplies(chunks []string, mode CRLFMode) []bdatReply {
 		case bad >= 0 && i > bad:
 			out = append(out, bdatReply{503, protoText503})
 		case i == len(chunks)-1:
-			out = append(out, bdatReply{250, bdatTextFinal})
+			out = append(out, bdatReply{250, protoText250Data})
 		default:
 			out = append(out, bdatReply{250, strconv.Itoa(len(c)) + " octets received"})
 		}

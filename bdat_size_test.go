@@ -44,10 +44,7 @@ func TestBdatOverMaxMessageSizeAcrossChunks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			helo := bdatHelo()
-			c := dialGreeted(t, addr)
-			c.cmd("EHLO "+helo, 250)
-			c.cmd("MAIL FROM:<"+bdatSender+">", 250)
-			c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
+			c := bdatTransaction(t, addr, helo)
 			done := make(chan struct{})
 			go func() { // write while the replies are read
 				defer close(done)
@@ -65,15 +62,7 @@ func TestBdatOverMaxMessageSizeAcrossChunks(t *testing.T) {
 			<-done
 			require.Equal(t, tc.want, got)
 			require.Zero(t, srv.buffered.used.Load(), "the refused message's buffer was given back")
-			c.cmd("RSET", 250)
-			c.cmd("MAIL FROM:<"+bdatSender+">", 250)
-			c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
-			c.send(bdatChunks("small\r\n"))
-			require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
-			c.bdatInSync()
-			msgs := h.take(helo)
-			require.Len(t, msgs, 1, "only the small message")
-			require.Equal(t, "small\r\n", msgs[0].Data)
+			c.bdatRetryDelivers(h, helo, "small\r\n", "only the small message")
 		})
 	}
 	mu.Lock()
@@ -88,10 +77,7 @@ func TestBdatExpandingChunkOverMaxMessageSize(t *testing.T) {
 	h := newBdatHandler()
 	addr, _ := bdatServe(t, h, func(s *Server) { s.MaxMessageSize = 30 })
 	helo := bdatHelo()
-	c := dialGreeted(t, addr)
-	c.cmd("EHLO "+helo, 250)
-	c.cmd("MAIL FROM:<"+bdatSender+">", 250)
-	c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
+	c := bdatTransaction(t, addr, helo)
 	lf := strings.Repeat("\n", 20) // 20 octets, 40 stored
 	c.send(bdatCmd(len(lf), false) + lf + bdatCmd(3, true) + "x\r\n")
 	require.Equal(t, bdatReply{552, protoText552}, c.bdatReplyOf())

@@ -280,15 +280,7 @@ func TestBdatSmugglingLaterChunks(t *testing.T) {
 					{250, fmt.Sprintf("%d octets received", len(payload))},
 					{552, protoText552}, {503, protoText503}, {503, protoText503},
 				}, got)
-				c.cmd("RSET", 250)
-				c.cmd("MAIL FROM:<"+bdatSender+">", 250)
-				c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
-				c.send(bdatChunks("fresh\r\n"))
-				require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
-				c.bdatInSync()
-				msgs := h.take(helo)
-				require.Len(t, msgs, 1)
-				require.Equal(t, "fresh\r\n", msgs[0].Data)
+				c.bdatRetryDelivers(h, helo, "fresh\r\n")
 				bdatTableLine(t, "%v; RSET 250; next transaction delivers only its own message", got)
 			})
 		}
@@ -307,15 +299,12 @@ func TestBdatSmugglingDisconnectMidChunk(t *testing.T) {
 					h := newBdatHandler()
 					addr, srv := bdatServe(t, h, func(s *Server) { s.CRLFMode, s.Pipelining = mode, pipelining })
 					helo := bdatHelo()
-					c := dialGreeted(t, addr)
-					c.cmd("EHLO "+helo, 250)
-					c.cmd("MAIL FROM:<"+bdatSender+">", 250)
-					c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
+					c := bdatTransaction(t, addr, helo)
 					payload := bdatPayload("\r\n.\r\n")
 					c.send(bdatCmd(4, false) + "ab\r\n")
 					require.Equal(t, bdatReply{250, "4 octets received"}, c.bdatReplyOf())
 					c.bdatWrite([]string{bdatCmd(len(payload)+100, last) + payload[:40], payload[40:]})
-					c.bdatQuiet(50 * time.Millisecond) // the chunk is not complete: no reply
+					c.expectSilent(50 * time.Millisecond) // the chunk is not complete: no reply
 					c.conn.Close()
 					h.waitEvent(t, helo, "disconnect")
 					require.Empty(t, h.take(helo), "nothing delivered")
@@ -324,12 +313,9 @@ func TestBdatSmugglingDisconnectMidChunk(t *testing.T) {
 
 					// The server is fine: the next client delivers.
 					helo2 := bdatHelo()
-					c2 := dialGreeted(t, addr)
-					c2.cmd("EHLO "+helo2, 250)
-					c2.cmd("MAIL FROM:<"+bdatSender+">", 250)
-					c2.cmd("RCPT TO:<"+bdatRecipient+">", 250)
+					c2 := bdatTransaction(t, addr, helo2)
 					c2.send(bdatChunks("after\r\n"))
-					require.Equal(t, bdatReply{250, bdatTextFinal}, c2.bdatReplyOf())
+					require.Equal(t, bdatReply{250, protoText250Data}, c2.bdatReplyOf())
 					c2.bdatInSync()
 					require.Len(t, h.take(helo2), 1)
 					bdatTableLine(t, "no reply to the unfinished chunk; disconnect: nothing delivered, buffers released; next client delivers")

@@ -38,7 +38,7 @@ func TestBdatChunks(t *testing.T) {
 			if tt.chunks == nil {
 				c.send("bdat 3\r\nab\nbDaT 2 lAsT\r\ncd")
 				require.Equal(t, bdatReply{250, "3 octets received"}, c.bdatReplyOf())
-				require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
+				require.Equal(t, bdatReply{250, protoText250Data}, c.bdatReplyOf())
 				c.bdatInSync()
 				require.Equal(t, "ab\r\ncd", h.take(helo)[0].Data)
 				return
@@ -47,7 +47,7 @@ func TestBdatChunks(t *testing.T) {
 				last := i == len(tt.chunks)-1
 				c.send(bdatCmd(len(ch), last) + ch)
 				if last {
-					require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
+					require.Equal(t, bdatReply{250, protoText250Data}, c.bdatReplyOf())
 				} else {
 					require.Equal(t, bdatReply{250, fmt.Sprintf("%d octets received", len(ch))}, c.bdatReplyOf())
 				}
@@ -77,7 +77,7 @@ func TestBdatEmptyMessage(t *testing.T) {
 					require.Equal(t, bdatReply{250, "0 octets received"}, c.bdatReplyOf())
 				}
 			}
-			require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
+			require.Equal(t, bdatReply{250, protoText250Data}, c.bdatReplyOf())
 			c.bdatInSync()
 			msgs := h.take(helo)
 			require.Len(t, msgs, 1)
@@ -246,7 +246,7 @@ func TestBdatBinaryMIME(t *testing.T) {
 			c.cmd("DATA", 503)
 			c.send(bdatChunks(bin[:5], bin[5:]))
 			require.Equal(t, bdatReply{250, "5 octets received"}, c.bdatReplyOf())
-			require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
+			require.Equal(t, bdatReply{250, protoText250Data}, c.bdatReplyOf())
 			c.cmd("MAIL FROM:<"+bdatSender+"> body=binarymime", 250)
 			c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
 			c.protoCmd("DATA", 503, protoText503)
@@ -296,7 +296,7 @@ func TestBdatPipelined(t *testing.T) {
 			for i, ch := range chunks[:len(chunks)-1] {
 				require.Equal(t, bdatReply{250, fmt.Sprintf("%d octets received", len(ch))}, c.bdatReplyOf(), "chunk %d", i)
 			}
-			require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
+			require.Equal(t, bdatReply{250, protoText250Data}, c.bdatReplyOf())
 			c.bdatInSync()
 			msgs := h.take(helo)
 			require.Len(t, msgs, 1)
@@ -355,15 +355,7 @@ func TestBdatHookErrorMiddleChunk(t *testing.T) {
 				got := []bdatReply{c.bdatReplyOf(), c.bdatReplyOf(), c.bdatReplyOf(), c.bdatReplyOf()}
 				require.Equal(t, []bdatReply{{250, "7 octets received"}, {554, "No bad words"},
 					{503, protoText503}, {503, protoText503}}, got)
-				c.cmd("RSET", 250)
-				c.cmd("MAIL FROM:<"+bdatSender+">", 250)
-				c.cmd("RCPT TO:<"+bdatRecipient+">", 250)
-				c.send(bdatChunks("fine\r\n"))
-				require.Equal(t, bdatReply{250, bdatTextFinal}, c.bdatReplyOf())
-				c.bdatInSync()
-				msgs := h.take(helo)
-				require.Len(t, msgs, 1)
-				require.Equal(t, "fine\r\n", msgs[0].Data)
+				c.bdatRetryDelivers(h, helo, "fine\r\n")
 			})
 		}
 	}

@@ -56,6 +56,27 @@ func (c *benchClient) expect(code int) {
 	}
 }
 
+// The envelope and DATA command lines of the benchmarks' transactions.
+var (
+	benchMail = []byte("MAIL FROM:<a@example.org>\r\n")
+	benchRcpt = []byte("RCPT TO:<b@example.org>\r\n")
+	benchData = []byte("DATA\r\n")
+)
+
+// lockstepTransaction writes MAIL, RCPT, DATA and the message (wire, stuffed and
+// ending in ".\r\n") one by one, each after the reply to the one before, as a
+// client without PIPELINING does.
+func (c *benchClient) lockstepTransaction(wire []byte) {
+	c.write(benchMail)
+	c.expect(250)
+	c.write(benchRcpt)
+	c.expect(250)
+	c.write(benchData)
+	c.expect(354)
+	c.write(wire)
+	c.expect(250)
+}
+
 // pipelinedTransaction writes MAIL, RCPT, DATA and the message in one request and
 // reads their four replies.
 func (c *benchClient) pipelinedTransaction(req []byte) {
@@ -121,22 +142,12 @@ func BenchmarkDataReader(b *testing.B) {
 // in-process server's together.
 func BenchmarkTransaction(b *testing.B) {
 	wire, _ := benchMessage(1 << 10)
-	mail := []byte("MAIL FROM:<a@example.org>\r\n")
-	rcpt := []byte("RCPT TO:<b@example.org>\r\n")
-	data := []byte("DATA\r\n")
 	b.Run("lockstep", func(b *testing.B) {
 		c := benchDial(b, serve(b, &Server{}))
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			c.write(mail)
-			c.expect(250)
-			c.write(rcpt)
-			c.expect(250)
-			c.write(data)
-			c.expect(354)
-			c.write(wire)
-			c.expect(250)
+			c.lockstepTransaction(wire)
 		}
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
@@ -144,7 +155,7 @@ func BenchmarkTransaction(b *testing.B) {
 	})
 	b.Run("pipelined", func(b *testing.B) {
 		c := benchDial(b, serve(b, &Server{Pipelining: true}))
-		req := append(append(append(append([]byte(nil), mail...), rcpt...), data...), wire...)
+		req := append(append(append(append([]byte(nil), benchMail...), benchRcpt...), benchData...), wire...)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
@@ -182,21 +193,11 @@ func TestBenchMessage(t *testing.T) {
 func BenchmarkConnection(b *testing.B) {
 	wire, _ := benchMessage(1 << 10)
 	addr := serve(b, &Server{})
-	mail := []byte("MAIL FROM:<a@example.org>\r\n")
-	rcpt := []byte("RCPT TO:<b@example.org>\r\n")
-	data := []byte("DATA\r\n")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		c := benchDial(b, addr)
-		c.write(mail)
-		c.expect(250)
-		c.write(rcpt)
-		c.expect(250)
-		c.write(data)
-		c.expect(354)
-		c.write(wire)
-		c.expect(250)
+		c.lockstepTransaction(wire)
 		c.quit()
 		c.conn.Close()
 	}

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -28,6 +29,23 @@ func dial(t *testing.T, addr string) *client {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, testTimeout)
 	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return &client{t: t, conn: conn, r: bufio.NewReader(conn)}
+}
+
+// dialFrom connects to addr from the local address ip (an IP of 127/8: 127.0.0.2,
+// 127.0.0.3 ... for clients from other addresses); nothing is read yet. Where the
+// system cannot bind ip (EADDRNOTAVAIL: 127.0.0.2 is not configured on every
+// system) the test is skipped, or fails under CI (clientsMissing); any other dial
+// error fails it. The connection is closed at the end of the test.
+func dialFrom(t *testing.T, addr, ip string) *client {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	conn, err := d.Dial("tcp", addr)
+	if errors.Is(err, syscall.EADDRNOTAVAIL) {
+		clientsMissing(t, fmt.Sprintf("cannot dial from %s here: %v", ip, err))
+	}
+	require.NoError(t, err, "dial from %s", ip)
 	t.Cleanup(func() { conn.Close() })
 	return &client{t: t, conn: conn, r: bufio.NewReader(conn)}
 }

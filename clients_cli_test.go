@@ -66,20 +66,8 @@ func cliImplicitServe(t *testing.T, authMode AuthMode) (*Server, *secHandler, st
 	return srv, h, net.JoinHostPort("127.0.0.1", port)
 }
 
-// cliServeI18n serves a secHandler with Internationalization (8BITMIME, SMTPUTF8)
-// and the given modes.
-func cliServeI18n(t *testing.T, tlsMode TLSMode, authMode AuthMode) (*Server, *secHandler, string) {
-	t.Helper()
-	h := newSecHandler()
-	srv := &Server{Handler: h, TLSMode: tlsMode, AuthMode: authMode, Internationalization: true}
-	var addr string
-	if tlsMode == TLSForbidden {
-		addr = serve(t, srv)
-	} else {
-		addr, _ = tlsServe(t, srv)
-	}
-	return srv, h, addr
-}
+// cliI18n turns Internationalization (8BITMIME, SMTPUTF8) on, for clientsServe.
+func cliI18n(srv *Server) { srv.Internationalization = true }
 
 // --- msmtp ---------------------------------------------------------------------
 
@@ -210,7 +198,7 @@ func TestCurl(t *testing.T) {
 		// the local parts in UTF-8. The message goes as it is. LC_ALL: under the C
 		// locale curl skips the IDNA conversion and sends the UTF-8 domains unchanged.
 		curl := clientsNeed(t, "curl")
-		_, h, addr := cliServeI18n(t, TLSForbidden, AuthForbidden)
+		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden, cliI18n)
 		_, stderr := cliRun(t, cliUTF8Message, []string{"LC_ALL=C.UTF-8"}, curl,
 			cliCurlArgs("smtp://"+addr+"/curl.example", "jörg@bücher.example", "zoë@exämple.org")...)
 		require.Contains(t, stderr, "> MAIL FROM:<jörg@xn--bcher-kva.example> SMTPUTF8\r\n")
@@ -467,7 +455,7 @@ func TestNodemailer(t *testing.T) {
 		require.Equal(t, []secHelo{{"nodemailer.example", true}}, h.heloCalls())
 	})
 	t.Run("SMTPUTF8", func(t *testing.T) {
-		_, h, addr := cliServeI18n(t, TLSForbidden, AuthForbidden)
+		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden, cliI18n)
 		spec := cliNodeSpec()
 		spec.From, spec.To = "jörg@bücher.example", []string{"zoë@exämple.org", "b@example.com"}
 		spec.Subject, spec.Text = "grüße", "körper\n.punkt\n"

@@ -72,20 +72,6 @@ func clientsSwaks(t *testing.T, withTLS bool) string {
 	return path
 }
 
-// clientsRun runs a tool with a timeout and returns its stdout, failing the test
-// (with stdout and stderr) when it does not exit 0.
-func clientsRun(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	require.NoError(t, err, "%s %q\nstdout:\n%s\nstderr:\n%s", name, args, stdout.String(), stderr.String())
-	return stdout.String()
-}
-
 // clientsFile writes content to a temporary file and returns its path.
 func clientsFile(t *testing.T, name, content string) string {
 	t.Helper()
@@ -145,7 +131,7 @@ func TestClientsSwaks(t *testing.T) {
 			if tc.tls {
 				args = append(args, "--tls", "--auth", tc.auth, "--auth-user", authUser, "--auth-password", authPass)
 			}
-			out := clientsRun(t, swaks, args...)
+			out, _ := cliRun(t, "", nil, swaks, args...)
 			wantID := ""
 			if tc.tls {
 				require.Contains(t, out, "<-  220 Ready to start TLS", "swaks did not use STARTTLS")
@@ -165,12 +151,9 @@ func TestClientsSwaks(t *testing.T) {
 	t.Run("TLS AUTH wrong password", func(t *testing.T) {
 		swaks := clientsSwaks(t, true)
 		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
-		ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, swaks, "--server", addr, "--from", "a@example.com", "--to", "b@example.com",
-			"--tls", "--auth", "PLAIN", "--auth-user", authUser, "--auth-password", authWrong, "--timeout", "20").CombinedOutput()
-		require.Error(t, err, "swaks must fail: %s", out)
-		require.Contains(t, string(out), "535 Authentication credentials invalid")
+		out := cliRunFail(t, "", nil, swaks, "--server", addr, "--from", "a@example.com", "--to", "b@example.com",
+			"--tls", "--auth", "PLAIN", "--auth-user", authUser, "--auth-password", authWrong, "--timeout", "20")
+		require.Contains(t, out, "535 Authentication credentials invalid")
 		require.Equal(t, []secCall{{"", authUser, authWrong}}, h.authCalls())
 		require.Empty(t, h.messages())
 	})
@@ -198,7 +181,7 @@ func TestClientsPythonSmtplib(t *testing.T) {
 			}
 			host, port, err := net.SplitHostPort(addr)
 			require.NoError(t, err)
-			out := clientsRun(t, python, script, tc.mode, host, port, cafile, authUser, authPass,
+			out, _ := cliRun(t, "", nil, python, script, tc.mode, host, port, cafile, authUser, authPass,
 				"a@example.com", "b@example.com", clientsFile(t, "msg.eml", clientsMessage))
 			require.Contains(t, out, "sent")
 			wantID := ""
@@ -214,13 +197,10 @@ func TestClientsPythonSmtplib(t *testing.T) {
 		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
 		host, port, err := net.SplitHostPort(addr)
 		require.NoError(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, python, script, "starttls", host, port,
+		out := cliRunFail(t, "", nil, python, script, "starttls", host, port,
 			filepath.Join("testdata", "certs", "selfsigned.crt"), authUser, authPass,
-			"a@example.com", "b@example.com", clientsFile(t, "msg.eml", clientsMessage)).CombinedOutput()
-		require.Error(t, err, "python must refuse the certificate: %s", out)
-		require.Contains(t, string(out), "CERTIFICATE_VERIFY_FAILED")
+			"a@example.com", "b@example.com", clientsFile(t, "msg.eml", clientsMessage))
+		require.Contains(t, out, "CERTIFICATE_VERIFY_FAILED")
 		require.Empty(t, h.authCalls(), "no credentials sent over an unverified connection")
 		require.Empty(t, h.messages())
 	})
@@ -279,44 +259,20 @@ func TestClientsOpenSSL(t *testing.T) {
 		srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
 		o := clientsStartOpenSSL(t, "-starttls", "smtp", "-connect", addr, "-quiet", "-nocommands",
 			"-CAfile", clientsCertPEM(t, srv), "-verify_return_error", "-verify_ip", "127.0.0.1")
-		err := o.transactionStuffed()
+		err := o.transactionStuffedAs("openssl.example")
 		clientsCheck(t, h, true, authUser)
 		o.checkExit(err)
 	})
 	t.Run("implicit TLS", func(t *testing.T) {
 		clientsNeed(t, "openssl")
-		ports := freePorts(t, 2)
-		h := newSecHandler()
-		srv := &Server{Handler: h, Hosts: "127.0.0.1", Ports: ports[0] + ":" + ports[1], ImplicitTLSPorts: ports[1],
-			TLSMode: TLSRequired, AuthMode: AuthRequired}
-		tlsStartServer(t, srv)
-		o := clientsStartOpenSSL(t, "-connect", net.JoinHostPort("127.0.0.1", ports[1]), "-quiet", "-nocommands",
+		srv, h, addr := cliImplicitServe(t, AuthRequired)
+		o := clientsStartOpenSSL(t, "-connect", addr, "-quiet", "-nocommands",
 			"-CAfile", clientsCertPEM(t, srv), "-verify_return_error", "-verify_ip", "127.0.0.1")
 		o.expect("220")
-		err := o.transactionStuffed()
+		err := o.transactionStuffedAs("openssl.example")
 		clientsCheck(t, h, true, authUser)
 		o.checkExit(err)
 	})
-}
-
-// transactionStuffed sends EHLO, AUTH PLAIN, one message (dot-stuffed, as a raw
-// client must) and QUIT, and waits for openssl to exit; it returns the exit error.
-func (o *clientsOpenSSL) transactionStuffed() error {
-	o.t.Helper()
-	for _, st := range []struct{ send, code string }{
-		{"EHLO openssl.example\r\n", "250"},
-		{"AUTH PLAIN " + plainResp("", authUser, authPass) + "\r\n", "235"},
-		{"MAIL FROM:<a@example.com>\r\n", "250"},
-		{"RCPT TO:<b@example.com>\r\n", "250"},
-		{"DATA\r\n", "354"},
-		{clientsStuffed() + ".\r\n", "250"},
-		{"QUIT\r\n", "221"},
-	} {
-		o.send(st.send)
-		o.expect(st.code)
-	}
-	o.stdin.Close()
-	return o.cmd.Wait()
 }
 
 // checkExit checks openssl's exit status: OpenSSL 3 exits 1 ("unexpected
@@ -325,6 +281,20 @@ func (o *clientsOpenSSL) transactionStuffed() error {
 func (o *clientsOpenSSL) checkExit(err error) {
 	o.t.Helper()
 	require.NoError(o.t, err, "openssl s_client exit (a close without close_notify fails it); stderr:\n%s", o.err.String())
+}
+
+// clientsNetSMTPSend sends clientsMessage from a@example.com to b@example.com with
+// net/smtp's c (greeted, and authenticated where needed) and QUITs.
+func clientsNetSMTPSend(t *testing.T, c *smtp.Client) {
+	t.Helper()
+	require.NoError(t, c.Mail("a@example.com"))
+	require.NoError(t, c.Rcpt("b@example.com"))
+	w, err := c.Data()
+	require.NoError(t, err)
+	_, err = io.WriteString(w, clientsMessage)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.NoError(t, c.Quit())
 }
 
 func TestClientsGoNetSMTP(t *testing.T) {
@@ -340,14 +310,7 @@ func TestClientsGoNetSMTP(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "LOGIN PLAIN", mechs)
 	require.NoError(t, c.Auth(smtp.PlainAuth("", authUser, authPass, "127.0.0.1")))
-	require.NoError(t, c.Mail("a@example.com"))
-	require.NoError(t, c.Rcpt("b@example.com"))
-	w, err := c.Data()
-	require.NoError(t, err)
-	_, err = io.WriteString(w, clientsMessage)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-	require.NoError(t, c.Quit())
+	clientsNetSMTPSend(t, c)
 	clientsCheck(t, h, true, authUser)
 
 	t.Run("wrong password", func(t *testing.T) {

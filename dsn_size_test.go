@@ -133,8 +133,8 @@ func TestSizeOverLimitInData(t *testing.T) {
 			c.cmd("DATA", 354)
 			body := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyz\r\n", 30) // 1140 bytes
 			c.send(body)
-			c.bdatQuiet(50 * time.Millisecond) // no reply before the end of data
-			c.send("NOOP\r\n.\r\n")            // a command line inside the data is data
+			c.expectSilent(50 * time.Millisecond) // no reply before the end of data
+			c.send("NOOP\r\n.\r\n")               // a command line inside the data is data
 			c.protoExpect(552, protoText552)
 			c.protoCmd("NOOP", 250, protoTextOK) // exactly one reply to the end of data
 			c.protoCmd("RSET", 250, protoTextOK)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -16,26 +15,17 @@ import (
 // 354 carries the code of DESIGN's table. A hook's code is checked at the reply
 // choke point: an invalid one never reaches the client.
 
-// enhLine reads one reply line exactly as sent, CRLF included.
-func (c *client) enhLine() string {
-	c.t.Helper()
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := c.r.ReadString('\n')
-	require.NoError(c.t, err, "reading a reply line (got %q)", line)
-	return line
-}
-
 // enhCmd sends line and checks the whole reply line, byte for byte.
 func (c *client) enhCmd(line, want string) {
 	c.t.Helper()
 	c.send(line + "\r\n")
-	require.Equal(c.t, want+"\r\n", c.enhLine(), "the reply to %q", line)
+	require.Equal(c.t, want+"\r\n", c.rawLine(), "the reply to %q", line)
 }
 
 // enhExpect checks the next reply line byte for byte.
 func (c *client) enhExpect(want string) {
 	c.t.Helper()
-	require.Equal(c.t, want+"\r\n", c.enhLine())
+	require.Equal(c.t, want+"\r\n", c.rawLine())
 }
 
 // enhCode renders a reply line: code, the enhanced code when on, text.
@@ -239,7 +229,7 @@ func TestEnhancedCodesHookErrors(t *testing.T) {
 					c := dialGreeted(t, addr)
 					c.cmd("EHLO client.example", 250)
 					hk.run(c)
-					line := c.enhLine()
+					line := c.rawLine()
 					// Exactly one reply: NOOP's is the next line.
 					c.enhCmd("NOOP", enhCode(on, 250, "2.0.0", protoTextOK))
 					return line

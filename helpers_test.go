@@ -196,11 +196,15 @@ func authServe(t *testing.T, mode AuthMode, h *secHandler, mod func(*Server)) st
 }
 
 // clientsServe serves a secHandler with the given modes (through tlsServe unless TLS
-// is forbidden) and returns the server, the handler and the address.
-func clientsServe(t *testing.T, tlsMode TLSMode, authMode AuthMode) (*Server, *secHandler, string) {
+// is forbidden) and returns the server, the handler and the address; mods, in order,
+// set more options before the server starts.
+func clientsServe(t *testing.T, tlsMode TLSMode, authMode AuthMode, mods ...func(*Server)) (*Server, *secHandler, string) {
 	t.Helper()
 	h := newSecHandler()
 	srv := &Server{Handler: h, TLSMode: tlsMode, AuthMode: authMode}
+	for _, mod := range mods {
+		mod(srv)
+	}
 	var addr string
 	if tlsMode == TLSForbidden {
 		addr = serve(t, srv)

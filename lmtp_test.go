@@ -78,7 +78,7 @@ func lmtpReplies(t *testing.T, c *client, n int, closing bool) []bdatReply {
 		c.expectClosed()
 		return got
 	}
-	c.bdatQuiet(50 * time.Millisecond)
+	c.expectSilent(50 * time.Millisecond)
 	c.send("NOOP\r\n")
 	noop := c.bdatReplyOf()
 	require.Contains(t, []bdatReply{{250, "OK"}, {250, "2.0.0 OK"}}, noop, "NOOP's reply must be the next one")

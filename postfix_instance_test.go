@@ -105,11 +105,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 `
 
 // postfixStart writes a private instance's configuration, with settings replacing or
-// adding main.cf parameters, starts it and waits until it accepts mail. It is
-// stopped, and its directory removed, when the test ends.
-func postfixStart(t *testing.T, settings map[string]string) *postfixInstance {
+// adding main.cf parameters, starts it with tools (what postfixNeed found) and waits
+// until it accepts mail. It is stopped, and its directory removed, when the test ends.
+func postfixStart(t *testing.T, tools postfixTools, settings map[string]string) *postfixInstance {
 	t.Helper()
-	tools := postfixNeed(t)
 	dir, err := os.MkdirTemp("", "smtpd-postfix-")
 	require.NoError(t, err)
 	// The daemons run as the postfix user: the tree must be searchable.

@@ -39,11 +39,11 @@ func TestPostfixRelay(t *testing.T) {
 		{"PIPELINING off", true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			postfixNeed(t)
+			tools := postfixNeed(t)
 			srv := &Server{Chunking: tc.chunking, Pipelining: tc.pipelining, DSN: true,
 				EnhancedStatusCodes: true, Internationalization: true}
 			h, tr, port := postfixServe(t, srv)
-			pf := postfixStart(t, map[string]string{"relayhost": fmt.Sprintf("[127.0.0.1]:%d", port)})
+			pf := postfixStart(t, tools, map[string]string{"relayhost": fmt.Sprintf("[127.0.0.1]:%d", port)})
 			msg := postfixBody("relay", 200<<10)
 			if tc.utf8 {
 				msg = strings.Replace(msg, "\n\n", "\nX-Greeting: Grüße aus Köln\n\nnaïve café, 日本語\n", 1)
@@ -166,7 +166,7 @@ func TestPostfixSizeLimit(t *testing.T) {
 		{"SIZE hidden, 552 after DATA", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			postfixNeed(t)
+			tools := postfixNeed(t)
 			srv := &Server{MaxMessageSize: 2000, Chunking: tc.chunking, Pipelining: true, DSN: true,
 				EnhancedStatusCodes: true, Internationalization: true}
 			h, tr, port := postfixServe(t, srv)
@@ -174,7 +174,7 @@ func TestPostfixSizeLimit(t *testing.T) {
 			if tc.hideSize {
 				settings["smtp_discard_ehlo_keywords"] = "size"
 			}
-			pf := postfixStart(t, settings)
+			pf := postfixStart(t, tools, settings)
 			msg := postfixBody("big", 10<<10)
 			pf.sendmail(t, "sender@sender.test", []string{"rcpt@x.test"}, nil, msg)
 			d := pf.waitDelivery(t, "rcpt@x.test")
@@ -206,11 +206,11 @@ func TestPostfixSizeLimit(t *testing.T) {
 func TestPostfixLMTP(t *testing.T) {
 	for _, chunking := range []bool{false, true} {
 		t.Run("CHUNKING "+map[bool]string{false: "off", true: "on"}[chunking], func(t *testing.T) {
-			postfixNeed(t)
+			tools := postfixNeed(t)
 			srv := &Server{LMTP: true, Chunking: chunking, Pipelining: true, DSN: true,
 				EnhancedStatusCodes: true, Internationalization: true}
 			h, tr, port := postfixServe(t, srv)
-			pf := postfixStart(t, map[string]string{"default_transport": fmt.Sprintf("lmtp:inet:127.0.0.1:%d", port)})
+			pf := postfixStart(t, tools, map[string]string{"default_transport": fmt.Sprintf("lmtp:inet:127.0.0.1:%d", port)})
 			msg := strings.Replace(postfixBody("lmtp", 20<<10), "To: rcpt@x.test\n", "To: good@x.test, bad@x.test\n", 1)
 			pf.sendmail(t, "sender@sender.test", []string{"good@x.test", "bad@x.test"}, nil, msg)
 

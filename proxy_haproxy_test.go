@@ -151,14 +151,7 @@ func proxySendSMTP(t *testing.T, conn net.Conn) {
 	c, err := smtp.NewClient(conn, "127.0.0.1")
 	require.NoError(t, err)
 	require.NoError(t, c.Hello("client.example"))
-	require.NoError(t, c.Mail("a@example.com"))
-	require.NoError(t, c.Rcpt("b@example.com"))
-	w, err := c.Data()
-	require.NoError(t, err)
-	_, err = io.WriteString(w, clientsMessage)
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-	require.NoError(t, c.Quit())
+	clientsNetSMTPSend(t, c)
 }
 
 // TestProxyHAProxy sends a message through HAProxy with send-proxy (v1) and
@@ -187,7 +180,7 @@ func TestProxyHAProxy(t *testing.T) {
 				}
 			}
 
-			c := proxyDial(t, "127.0.0.2", hp.addr)
+			c := dialFrom(t, hp.addr, "127.0.0.2")
 			proxySendSMTP(t, c.conn)
 
 			m := proxyWaitSeen(t, h, &h.msgs, 1)
@@ -234,12 +227,12 @@ func TestProxyHAProxyPerIP(t *testing.T) {
 	})
 	hp := proxyStartHAProxy(t, addr, "send-proxy-v2")
 
-	first := proxyDial(t, "127.0.0.2", hp.addr)
+	first := dialFrom(t, hp.addr, "127.0.0.2")
 	first.expect(220)
-	second := proxyDial(t, "127.0.0.2", hp.addr)
+	second := dialFrom(t, hp.addr, "127.0.0.2")
 	second.expect(421)
 	second.expectClosed()
-	other := proxyDial(t, "127.0.0.3", hp.addr)
+	other := dialFrom(t, hp.addr, "127.0.0.3")
 	other.expect(220)
 	other.cmd("EHLO other.example", 250)
 	require.Equal(t, int64(1), srv.Stats().Limits.MaxConnectionsPerIP)
@@ -248,7 +241,7 @@ func TestProxyHAProxyPerIP(t *testing.T) {
 	first.cmd("QUIT", 221)
 	first.expectClosed()
 	require.Eventually(t, func() bool {
-		c := proxyDial(t, "127.0.0.2", hp.addr)
+		c := dialFrom(t, hp.addr, "127.0.0.2")
 		code, _ := c.reply()
 		c.conn.Close()
 		return code == 220

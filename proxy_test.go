@@ -2,7 +2,6 @@ package smtpd
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -93,22 +92,7 @@ func proxyWaitSeen(t *testing.T, h *proxyHandler, list *[]proxySeen, n int) []pr
 
 // proxyLog collects the server's log (text, debug level) so that tests can check
 // that nothing was logged at WARN or ERROR.
-type proxyLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *proxyLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *proxyLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type proxyLog struct{ lockedBuffer }
 
 func (l *proxyLog) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -123,17 +107,6 @@ func (l *proxyLog) problems() []string {
 		}
 	}
 	return out
-}
-
-// proxyDial connects to addr from the local address from (an IP of 127/8) and
-// returns a raw client.
-func proxyDial(t *testing.T, from, addr string) *client {
-	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	conn, err := d.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	return &client{t: t, conn: conn, r: bufio.NewReader(conn)}
 }
 
 // proxyPort is the local port of c's connection.

@@ -51,22 +51,6 @@ func xclServe(t *testing.T, trusted string, mod func(*Server)) (*Server, string,
 	return srv, serve(t, srv), h
 }
 
-// xclEhlo sends EHLO and returns its lines.
-func xclEhlo(c *client, domain string) []string {
-	c.t.Helper()
-	return strings.Split(c.cmd("EHLO "+domain, 250), "\n")
-}
-
-// xclMessage sends a one-line message and expects 250.
-func xclMessage(c *client) {
-	c.t.Helper()
-	c.cmd("MAIL FROM:<a@example.com>", 250)
-	c.cmd("RCPT TO:<b@example.com>", 250)
-	c.cmd("DATA", 354)
-	c.send("Subject: x\r\n\r\nhi\r\n.\r\n")
-	c.expect(250)
-}
-
 const xclKeyword = "XCLIENT ADDR PORT NAME HELO PROTO LOGIN"
 
 // From a trusted client XCLIENT replaces the client's attributes and restarts the
@@ -74,31 +58,31 @@ const xclKeyword = "XCLIENT ADDR PORT NAME HELO PROTO LOGIN"
 func TestXClientTrusted(t *testing.T) {
 	_, addr, h := xclServe(t, "127.0.0.1/32", nil)
 	c := dialGreeted(t, addr)
-	require.Contains(t, xclEhlo(c, "proxy.example"), xclKeyword)
+	require.Contains(t, c.ehloLines("proxy.example"), xclKeyword)
 	require.Equal(t, "127.0.0.1 says welcome!",
 		c.cmd("XCLIENT ADDR=192.0.2.7 PORT=4711 NAME=mail.example HELO=client.example LOGIN=alice", 220))
 	c.cmd("MAIL FROM:<a@example.com>", 503)
-	xclEhlo(c, "other.example") // HELO= stays: the proxy's word about the client wins
-	xclMessage(c)
+	c.ehloLines("other.example") // HELO= stays: the proxy's word about the client wins
+	c.sendMessage("a@example.com", "b@example.com")
 	require.Equal(t, xclSeen{RemoteIP: "192.0.2.7", RemotePort: 4711, RemoteHost: "mail.example",
 		Helo: "client.example", AuthenticationID: "alice", Authenticated: true}, h.last(t))
 
 	// An IPv6 address; ADDR alone makes the host name the address, and the LOGIN of
 	// the previous XCLIENT is gone.
 	c.cmd("XCLIENT ADDR=IPV6:2001:DB8::1 PROTO=ESMTP", 220)
-	xclEhlo(c, "v6.example")
-	xclMessage(c)
+	c.ehloLines("v6.example")
+	c.sendMessage("a@example.com", "b@example.com")
 	require.Equal(t, xclSeen{RemoteIP: "2001:db8::1", RemotePort: 4711, RemoteHost: "2001:db8::1",
 		Helo: "v6.example"}, h.last(t))
 
 	// The special values, and xtext ("+2E" is ".").
 	c.cmd("XCLIENT NAME=[UNAVAILABLE] PORT=[TEMPUNAVAIL] HELO=[UNAVAILABLE] LOGIN=[TEMPUNAVAIL]", 220)
-	xclEhlo(c, "real.example")
-	xclMessage(c)
+	c.ehloLines("real.example")
+	c.sendMessage("a@example.com", "b@example.com")
 	require.Equal(t, xclSeen{RemoteIP: "2001:db8::1", RemoteHost: "[UNAVAILABLE]", Helo: "real.example"}, h.last(t))
 	c.cmd("XCLIENT ADDR=[UNAVAILABLE] NAME=relay+2Eexample", 220)
-	xclEhlo(c, "real.example")
-	xclMessage(c)
+	c.ehloLines("real.example")
+	c.sendMessage("a@example.com", "b@example.com")
 	require.Equal(t, "[UNAVAILABLE]", h.last(t).RemoteIP)
 	require.Equal(t, "relay.example", h.last(t).RemoteHost)
 	c.cmd("QUIT", 221)
@@ -108,7 +92,7 @@ func TestXClientTrusted(t *testing.T) {
 func TestXClientMalformed(t *testing.T) {
 	_, addr, h := xclServe(t, "127.0.0.1", nil)
 	c := dialGreeted(t, addr)
-	xclEhlo(c, "proxy.example")
+	c.ehloLines("proxy.example")
 	for _, args := range []string{
 		"", "ADDR", "ADDR=", "ADDR=999.0.2.7", "ADDR=2001:db8::1", "ADDR=IPV6:192.0.2.7", "ADDR=IPV6:fe80::1%eth0",
 		"PORT=65536", "PORT=-1", "PORT=+25", "PORT=x", "FOO=bar", "NAME=a+zz", "NAME=a+2e", "NAME=a+2",
@@ -116,7 +100,7 @@ func TestXClientMalformed(t *testing.T) {
 	} {
 		require.Equal(t, SMTPError501.Message, c.cmd(strings.TrimSpace("XCLIENT "+args), 501), "XCLIENT %s", args)
 	}
-	xclMessage(c) // no restart happened: still greeted, still the real client
+	c.sendMessage("a@example.com", "b@example.com") // no restart happened: still greeted, still the real client
 	require.Equal(t, xclSeen{RemoteIP: "127.0.0.1", RemotePort: h.last(t).RemotePort, RemoteHost: "127.0.0.1",
 		Helo: "proxy.example"}, h.last(t))
 }
@@ -125,7 +109,7 @@ func TestXClientMalformed(t *testing.T) {
 func TestXClientInTransaction(t *testing.T) {
 	_, addr, h := xclServe(t, "127.0.0.0/8", nil)
 	c := dialGreeted(t, addr)
-	xclEhlo(c, "proxy.example")
+	c.ehloLines("proxy.example")
 	c.cmd("MAIL FROM:<a@example.com>", 250)
 	c.cmd("XCLIENT ADDR=192.0.2.7", 503)
 	c.cmd("RCPT TO:<b@example.com>", 250)
@@ -141,12 +125,12 @@ func TestXClientInTransaction(t *testing.T) {
 func TestXClientUntrusted(t *testing.T) {
 	srv, addr, h := xclServe(t, "10.0.0.0/8, 192.0.2.1", nil)
 	c := dialGreeted(t, addr)
-	lines := xclEhlo(c, "client.example")
+	lines := c.ehloLines("client.example")
 	for _, l := range lines {
 		require.NotContains(t, l, "XCLIENT")
 	}
 	require.Equal(t, errXClientDenied.Message, c.cmd("XCLIENT ADDR=192.0.2.7", 550))
-	xclMessage(c)
+	c.sendMessage("a@example.com", "b@example.com")
 	require.Equal(t, "127.0.0.1", h.last(t).RemoteIP)
 	require.EqualValues(t, 1, srv.Stats().Limits.XClientRefused)
 }
@@ -155,7 +139,7 @@ func TestXClientUntrusted(t *testing.T) {
 func TestXClientOff(t *testing.T) {
 	srv, addr, _ := xclServe(t, "", nil)
 	c := dialGreeted(t, addr)
-	for _, l := range xclEhlo(c, "client.example") {
+	for _, l := range c.ehloLines("client.example") {
 		require.NotContains(t, l, "XCLIENT")
 	}
 	require.Equal(t, SMTPError500.Message, c.cmd("XCLIENT ADDR=192.0.2.7", 500))
@@ -167,13 +151,13 @@ func TestXClientOff(t *testing.T) {
 func TestXClientMaxConnectionsPerIP(t *testing.T) {
 	srv, addr, _ := xclServe(t, "127.0.0.1", func(s *Server) { s.MaxConnectionsPerIP = 1 })
 	a := dialGreeted(t, addr)
-	xclEhlo(a, "proxy.example")
+	a.ehloLines("proxy.example")
 	a.cmd("XCLIENT ADDR=192.0.2.9", 220)
 	b := dialGreeted(t, addr) // 127.0.0.1 has no connection counted now
-	xclEhlo(b, "proxy.example")
+	b.ehloLines("proxy.example")
 	require.Equal(t, errPerIP.Message, b.cmd("XCLIENT ADDR=192.0.2.9", 421))
 	b.expectClosed()
 	require.EqualValues(t, 1, srv.Stats().Limits.MaxConnectionsPerIP)
-	xclEhlo(a, "client.example")
+	a.ehloLines("client.example")
 	a.cmd("QUIT", 221)
 }
