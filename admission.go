@@ -2,7 +2,6 @@ package smtpd
 
 import (
 	"container/list"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -185,8 +184,7 @@ func (s *Session) watchSilence(d time.Duration, ready func() bool) watchResult {
 			}
 			s.early = append(s.early, buf[:n]...)
 		}
-		var ne net.Error
-		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		if err != nil && !isTimeout(err) {
 			return watchGone
 		}
 	}
@@ -211,8 +209,8 @@ func (s *Session) watchFailed(res watchResult) {
 	}
 }
 
-// reader is the connection as the session reads it: on an implicit-TLS port, the
-// bytes read while waiting come first.
+// reader is the connection as the TLS handshake reads it: on an implicit-TLS port,
+// the bytes read while waiting (the ClientHello) come first.
 func (s *Session) reader() net.Conn {
 	if len(s.early) == 0 {
 		return s.raw
@@ -231,9 +229,7 @@ func (c *earlyConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // warnWaiting logs at Warn that connections wait for a slot: the first time, then
 // at most once a second, so a flood of waiting connections is not a flood of logs.
 func (srv *Server) warnWaiting(s *Session) {
-	now := time.Now().UnixNano()
-	last := srv.lastWaitWarn.Load()
-	if now-last < int64(time.Second) || !srv.lastWaitWarn.CompareAndSwap(last, now) {
+	if !onceASecond(&srv.lastWaitWarn) {
 		return
 	}
 	s.log().Warn("all processing slots busy; connection waits (stress mode on)",

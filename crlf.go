@@ -155,14 +155,10 @@ func (lr *lineReader) peekWait() error {
 // hasLine reports whether a complete line is already buffered, so that reading it
 // needs no system call.
 func (lr *lineReader) hasLine() bool {
-	if lr.br == nil {
+	if lr.br == nil || lr.br.Buffered() == 0 {
 		return bytes.IndexByte(lr.src.pending, '\n') >= 0
 	}
-	n := lr.br.Buffered()
-	if n == 0 {
-		return bytes.IndexByte(lr.src.pending, '\n') >= 0
-	}
-	b, _ := lr.br.Peek(n)
+	b, _ := lr.br.Peek(lr.br.Buffered())
 	return bytes.IndexByte(b, '\n') >= 0
 }
 

@@ -24,8 +24,9 @@ type transfer struct {
 
 // startTransfer begins a message: a fresh Message, the data-rate clock started.
 func (s *Session) startTransfer() *transfer {
-	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
-	s.dataStart, s.dataBytes = time.Now(), 0
+	now := time.Now()
+	s.Message = Message{CRLF: "\r\n", ReceivedAt: now.UTC()}
+	s.dataStart, s.dataBytes = now, 0
 	s.xfer = transfer{binary: s.Envelope.EncodingBody == "binarymime"}
 	return &s.xfer
 }

@@ -3,7 +3,6 @@ package smtpd
 import (
 	"errors"
 	"strconv"
-	"time"
 
 	"github.com/midismtp/smtpd/internal/address"
 )
@@ -206,7 +205,6 @@ func (s *Session) cmdData(args string) error {
 	if s.Envelope.EncodingBody == "binarymime" {
 		return SMTPError503 // RFC 3030 3: BINARYMIME is sent with BDAT only
 	}
-	s.Message = Message{CRLF: "\r\n", ReceivedAt: time.Now().UTC()}
 	s.sendText(354, `Enter message, ending with "." on a line by itself`)
 	return s.receiveData()
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"time"
 )
 
@@ -177,7 +176,6 @@ func (s *Session) nextDeadline() time.Time {
 
 // readFailed answers the reason a line could not be read, where one is owed.
 func (s *Session) readFailed(err error) {
-	var ne net.Error
 	switch {
 	case err == errAborted || err == errWrite:
 		s.log().Debug("session ended", "err", err)
@@ -187,11 +185,11 @@ func (s *Session) readFailed(err error) {
 		s.srv.stats.limit(&s.srv.stats.LineTooLong)
 		s.log().Warn("line over IOBufferMaxSize; closing", "limit", s.cfg.bufferMax)
 		s.replyError(errLineTooLong, true)
-	case errors.As(err, &ne) && ne.Timeout() && s.rateDeadline:
+	case isTimeout(err) && s.rateDeadline:
 		s.srv.stats.limit(&s.srv.stats.MinDataRate)
 		s.log().Info("data transfer under the minimum rate; closing", "bytes", s.dataBytes, "rate", s.minDataRate())
 		s.replyError(errSlowData, true)
-	case errors.As(err, &ne) && ne.Timeout():
+	case isTimeout(err):
 		s.srv.stats.limit(&s.srv.stats.CommandTimeout)
 		s.log().Info("client timed out; closing", "timeout", s.timeout())
 		s.replyError(errTimeout, true)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 )
 
@@ -97,12 +98,18 @@ func (s *Session) withinConnectionLimits() bool {
 		s.replyError(errBusy, true)
 		return false
 	case !s.srv.countIP(s):
-		s.srv.stats.limit(&s.srv.stats.MaxConnectionsPerIP)
-		s.log().Warn("too many connections from one address; refused", "max_per_ip", s.cfg.maxPerIP)
-		s.replyError(errPerIP, true)
+		s.refusePerIP()
 		return false
 	}
 	return true
+}
+
+// refusePerIP answers a connection over MaxConnectionsPerIP (counted under its
+// address as sent, or as PROXY or XCLIENT gave it) with 421: counted and logged.
+func (s *Session) refusePerIP() {
+	s.srv.stats.limit(&s.srv.stats.MaxConnectionsPerIP)
+	s.log().Warn("too many connections from one address; refused", "max_per_ip", s.cfg.maxPerIP)
+	s.replyError(errPerIP, true)
 }
 
 // countIP counts s against MaxConnectionsPerIP under its RemoteIP; false when that
@@ -164,12 +171,19 @@ func (s *Session) releaseBuffered() {
 // returnMemory gives the memory of large messages back to the operating system at
 // once (not minutes later, as the runtime's scavenger would), at most once a second.
 func (srv *Server) returnMemory() {
-	now := time.Now().UnixNano()
-	last := srv.lastFreeOS.Load()
-	if now-last < int64(time.Second) || !srv.lastFreeOS.CompareAndSwap(last, now) {
+	if !onceASecond(&srv.lastFreeOS) {
 		return
 	}
 	go debug.FreeOSMemory() // a GC and a scavenge; the session need not wait
+}
+
+// onceASecond reports whether a second has passed since it last said yes for last
+// (the time in Unix nanoseconds), and then takes the turn: of concurrent callers
+// only one does.
+func onceASecond(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	prev := last.Load()
+	return now-prev >= int64(time.Second) && last.CompareAndSwap(prev, now)
 }
 
 // accepted records a message delivered to rcpts recipients: counted, logged once

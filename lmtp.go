@@ -23,9 +23,9 @@ func (s *Session) replyPerRecipient() {
 		if rh != nil {
 			err = rh.OnMessageRecipient(s, rcpt)
 		}
-		if err == nil || successReply(err) != nil {
+		if ok := successReply(err); err == nil || ok != nil {
 			delivered++
-			if ok := successReply(err); ok != nil {
+			if ok != nil {
 				s.send(ok)
 			} else {
 				s.writeReply(250, s.enhancedCode(replyDelivered), "OK <"+rcpt+"> delivered")
@@ -37,10 +37,7 @@ func (s *Session) replyPerRecipient() {
 	if delivered > 0 {
 		s.accepted(s.Message.Bytesize, delivered)
 	}
-	if closing {
-		s.quit, s.final = true, true
-		s.flush()
-	}
+	s.closeAfterReplies(closing)
 }
 
 // replyEachRecipient answers every recipient with err: the message failed as a
@@ -50,6 +47,12 @@ func (s *Session) replyEachRecipient(err error) {
 	for _, rcpt := range s.Envelope.To {
 		closing = s.sendRecipientError(rcpt, err) || closing
 	}
+	s.closeAfterReplies(closing)
+}
+
+// closeAfterReplies ends the session once every recipient has its reply, when one
+// of them was a 421.
+func (s *Session) closeAfterReplies(closing bool) {
 	if closing {
 		s.quit, s.final = true, true
 		s.flush()

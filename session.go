@@ -249,7 +249,9 @@ func (s *Session) welcome() bool {
 	if !s.greetDelay() {
 		return false
 	}
-	s.r = newLineReader(s.reader(), s.cfg.bufferMax) // only now: waiting sessions stay small
+	// Only now: waiting sessions stay small. The raw connection: on an implicit-TLS
+	// port the bytes read early go to the handshake, which resets s.r to TLS.
+	s.r = newLineReader(s.raw, s.cfg.bufferMax)
 	if s.implicitTLS && !s.handshake() {
 		return false
 	}

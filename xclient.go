@@ -43,8 +43,7 @@ func (s *Session) cmdXClient(args string) error {
 	}
 	s.applyXClient(u)
 	if !s.srv.moveIP(s) {
-		s.srv.stats.limit(&s.srv.stats.MaxConnectionsPerIP)
-		s.replyError(errPerIP, true)
+		s.refusePerIP()
 		return nil
 	}
 	s.log().Info("XCLIENT", "remote_ip", s.RemoteIP, "remote_port", s.RemotePort, "name", excerpt(s.RemoteHost),

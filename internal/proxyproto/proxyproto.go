@@ -204,3 +204,13 @@ func (h Header) Encode() []byte {
 	b = binary.BigEndian.AppendUint16(b, src.Port())
 	return binary.BigEndian.AppendUint16(b, dst.Port())
 }
+
+// readFull fills b from r; a header cut short, at its first byte included, is
+// io.ErrUnexpectedEOF (the signature before it was already read).
+func readFull(r io.Reader, b []byte) error {
+	_, err := io.ReadFull(r, b)
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

@@ -2,7 +2,6 @@ package proxyproto
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -24,10 +23,7 @@ func readV1(r io.Reader, buf []byte) (Header, error) {
 		if n == MaxV1Length {
 			return Header{}, fmt.Errorf("%w: no LF in the first %d bytes of a v1 line", ErrTooLong, MaxV1Length)
 		}
-		if _, err := io.ReadFull(r, buf[n:n+1]); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
+		if err := readFull(r, buf[n:n+1]); err != nil {
 			return Header{}, fmt.Errorf("proxyproto: reading v1 header after %d bytes: %w", n, err)
 		}
 		n++

@@ -2,7 +2,6 @@ package proxyproto
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -37,10 +36,7 @@ var addrLen = [...]int{
 // read: 4 fixed bytes, then exactly the payload length they announce.
 func readV2(r io.Reader) (Header, error) {
 	var fixed [4]byte
-	if _, err := io.ReadFull(r, fixed[:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	if err := readFull(r, fixed[:]); err != nil {
 		return Header{}, fmt.Errorf("proxyproto: reading v2 header: %w", err)
 	}
 	verCmd, famProto := fixed[0], fixed[1]
@@ -72,10 +68,7 @@ func readV2(r io.Reader) (Header, error) {
 
 	var buf [MaxV2Length]byte
 	payload := buf[:length]
-	if _, err := io.ReadFull(r, payload); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
+	if err := readFull(r, payload); err != nil {
 		return Header{}, fmt.Errorf("proxyproto: reading v2 payload of %d bytes: %w", length, err)
 	}
 	if cmd == v2CmdLocal {
