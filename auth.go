@@ -56,6 +56,9 @@ func (s *Session) cmdAuth(args string) error {
 	if err == errAuthAborted {
 		return nil
 	}
+	if err == nil && s.IsAuthenticated() {
+		s.AuthMechanism = upperASCII(mech)
+	}
 	return err
 }
 

@@ -61,6 +61,9 @@ func (s *Session) cmdBdat(args string) error {
 		return refuse(SMTPError552)
 	}
 	if s.bdat == nil {
+		if err := s.dataCommand(); err != nil {
+			return refuse(err)
+		}
 		s.bdat = s.startTransfer()
 	}
 	t := s.bdat

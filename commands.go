@@ -64,7 +64,7 @@ func (s *Session) dispatch(text []byte) {
 		cmd = nil // an extension that is off is an unknown command
 	}
 	if s.bdat != nil && verb != "BDAT" && verb != "NOOP" {
-		s.resetTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
+		s.abandonTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
 	}
 	switch {
 	case s.needsTLS(cmd):
@@ -155,7 +155,7 @@ func (s *Session) greet(verb, domain string) error {
 	if s.state != stateGreet && !s.countJunk() {
 		return nil
 	}
-	s.resetTransaction()
+	s.abandonTransaction()
 	if err := s.h.OnHelo(s, domain); err != nil {
 		return err
 	}

@@ -25,7 +25,7 @@ type transfer struct {
 // startTransfer begins a message: a fresh Message, the data-rate clock started.
 func (s *Session) startTransfer() *transfer {
 	now := time.Now()
-	s.Message = Message{CRLF: "\r\n", ReceivedAt: now.UTC()}
+	s.Message = Message{ID: s.Message.ID, CRLF: "\r\n", ReceivedAt: now.UTC()}
 	s.dataStart, s.dataBytes = now, 0
 	s.xfer = transfer{binary: s.Envelope.EncodingBody == "binarymime"}
 	return &s.xfer

@@ -36,10 +36,16 @@ func (s *Session) cmdMail(args string) error {
 		s.srv.stats.limit(&s.srv.stats.MaxMessageSize)
 		return SMTPError552
 	}
-	s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8, Size: p.size, DSNRet: p.ret, DSNEnvID: p.envID}
+	s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8, Size: p.size, DSNRet: p.ret, DSNEnvID: p.envID,
+		FromParams: rawParams(path.Params)}
+	s.transactions++
+	s.Message.ID = s.ID + "-" + strconv.Itoa(s.transactions)
+	s.params = s.Envelope.FromParams
 	from, err := s.h.OnMailFrom(s, path.Mailbox)
+	s.params = nil
 	if successReply(err) == nil && err != nil {
 		s.Envelope = Envelope{}
+		s.Message.ID = ""
 		return err
 	}
 	s.Envelope.From = orString(from, path.Mailbox)
@@ -174,11 +180,15 @@ func (s *Session) cmdRcpt(args string) error {
 		s.srv.stats.limit(&s.srv.stats.MaxRecipients)
 		return errTooManyRecipients
 	}
+	s.params = rawParams(path.Params)
 	to, err := s.h.OnRcptTo(s, path.Mailbox)
+	params := s.params
+	s.params = nil
 	if successReply(err) == nil && err != nil {
 		return err
 	}
 	s.Envelope.To = append(s.Envelope.To, orString(to, path.Mailbox))
+	s.Envelope.ToParams = append(s.Envelope.ToParams, params)
 	if s.cfg.dsn {
 		s.Envelope.DSNRecipients = append(s.Envelope.DSNRecipients, dsn)
 	}
@@ -190,7 +200,7 @@ func (s *Session) cmdRset(args string) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	s.resetTransaction()
+	s.abandonTransaction()
 	s.send(replyOK)
 	return nil
 }
@@ -205,8 +215,35 @@ func (s *Session) cmdData(args string) error {
 	if s.Envelope.EncodingBody == "binarymime" {
 		return SMTPError503 // RFC 3030 3: BINARYMIME is sent with BDAT only
 	}
+	if err := s.dataCommand(); err != nil {
+		return err
+	}
 	s.sendText(354, `Enter message, ending with "." on a line by itself`)
 	return s.receiveData()
+}
+
+// rawParams renders ESMTP parameters as the client sent them: "KEY=value" or "KEY".
+func rawParams(params []address.Param) []string {
+	if len(params) == 0 {
+		return nil
+	}
+	out := make([]string, len(params))
+	for i, p := range params {
+		out[i] = p.Key
+		if p.HasValue {
+			out[i] += "=" + p.Value
+		}
+	}
+	return out
+}
+
+// dataCommand runs a DataCommandHandler's OnDataCommand: at DATA before the 354,
+// at a transaction's first BDAT.
+func (s *Session) dataCommand() error {
+	if dh, ok := s.h.(DataCommandHandler); ok {
+		return dh.OnDataCommand(s)
+	}
+	return nil
 }
 
 // succeed answers a hook's outcome: nil with the default reply, an SMTPError with a

@@ -85,3 +85,25 @@ func (BaseHandler) OnMessage(*Session) error { return nil }
 
 // OnUnknown answers "500 Syntax error, command unrecognised ...".
 func (BaseHandler) OnUnknown(*Session, string) error { return SMTPError500 }
+
+// DataCommandHandler is an optional interface of a Handler: OnDataCommand runs when
+// the DATA command is accepted (the sequence and AUTH checks passed), before the 354
+// reply, and at the first BDAT of a transaction before its octets are stored. An
+// error is DATA's reply (for BDAT the chunk's, after its octets were read and
+// discarded); the transaction stays, as after any refused DATA. It is the place of a
+// filter's DATA stage (the milter protocol's SMFIC_DATA); OnDataStart runs later, at
+// the first line of the message.
+type DataCommandHandler interface {
+	OnDataCommand(s *Session) error
+}
+
+// ResetHandler is an optional interface of a Handler: OnReset runs when a
+// transaction that MAIL FROM began is abandoned before its message was answered —
+// by RSET, a new HELO/EHLO/LHLO, STARTTLS, XCLIENT, a command other than BDAT in the
+// middle of a BDAT transfer, or the connection ending (then before OnDisconnect).
+// It does not run after a message was answered, whatever the answer: the
+// transaction is over then. s.Envelope and s.Message still hold the transaction
+// while it runs.
+type ResetHandler interface {
+	OnReset(s *Session)
+}

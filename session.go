@@ -26,6 +26,12 @@ type Envelope struct {
 	DSNRet        string         // MAIL FROM RET=: "FULL", "HDRS" or ""
 	DSNEnvID      string         // MAIL FROM ENVID=, xtext-decoded; "" when not given
 	DSNRecipients []RecipientDSN // the RCPT TO parameters of To[i], same index
+
+	// The ESMTP parameters as the client sent them ("KEY=value", or "KEY" alone),
+	// in order, for programs that relay them or hand them to a filter: those of MAIL
+	// FROM, and those of each RCPT TO (ToParams[i] belongs to To[i]; nil when none).
+	FromParams []string
+	ToParams   [][]string
 }
 
 // RecipientDSN are the RFC 3461 parameters of one RCPT TO.
@@ -36,6 +42,11 @@ type RecipientDSN struct {
 
 // Message is the message of the current transaction while it is received.
 type Message struct {
+	// ID names the message in logs, file names and queues: "<Session.ID>-<n>", n
+	// counting the session's transactions from 1. It is set when MAIL FROM is
+	// accepted (before OnMailFrom runs), so unique within the process, and kept
+	// until the transaction ends.
+	ID          string
 	ReceivedAt  time.Time // when DATA was accepted (354)
 	DeliveredAt time.Time // when the final dot arrived
 	Headers     bool      // the empty line ending the header section has been seen
@@ -68,11 +79,17 @@ type Session struct {
 
 	AuthorizationID  string
 	AuthenticationID string
+	AuthMechanism    string    // the SASL mechanism of the successful AUTH ("PLAIN", "LOGIN"); "" until then
 	AuthenticatedAt  time.Time // zero until AUTH succeeded
 	EncryptedAt      time.Time // zero until TLS is on
 
 	Envelope Envelope
 	Message  Message
+
+	// UserData is the program's own per-session value: nil at connect, never read
+	// or changed by the library. Hooks of one session run one at a time, so it needs
+	// no lock within the session.
+	UserData any
 
 	srv    *Server
 	cfg    *config
@@ -101,6 +118,8 @@ type Session struct {
 	xclientOK    bool // XCLIENT is allowed from this client
 	xclientHelo  bool // Helo came from XCLIENT: a later HELO/EHLO does not replace it
 	ipCounted    string
+	params       []string // the ESMTP parameters of the MAIL or RCPT whose hook runs (CommandParams)
+	transactions int      // MAIL FROM commands accepted: Message.ID's counter
 	state        sessionState
 	authFailures int
 	errors       int // error replies since the last delivered message (MaxErrors)
@@ -193,6 +212,12 @@ func (s *Session) Logger() *slog.Logger {
 	}
 	return s.log()
 }
+
+// CommandParams returns the ESMTP parameters of the MAIL FROM or RCPT TO command
+// whose hook (OnMailFrom, OnRcptTo) is running, as the client sent them ("KEY=value"
+// or "KEY"), in order; nil in other hooks. Envelope.FromParams and ToParams keep
+// those of the accepted commands.
+func (s *Session) CommandParams() []string { return s.params }
 
 // TLSState returns the TLS connection state once TLS is on.
 func (s *Session) TLSState() (tls.ConnectionState, bool) {
@@ -305,8 +330,7 @@ func (s *Session) disconnect() {
 			s.log().Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
-	s.xfer.abandonStream()
-	s.releaseBuffered()
+	s.abandonTransaction()
 	s.flush()
 	s.log().Debug("disconnected", "exceptions", s.Exceptions)
 	s.h.OnDisconnect(s)
@@ -362,6 +386,18 @@ func (s *Session) interruptIdle() {
 		s.raw.SetReadDeadline(time.Unix(1, 0))
 		unpark(s, errShuttingDown)
 	}
+}
+
+// abandonTransaction ends a transaction that MAIL FROM began before its message was
+// answered (RSET, HELO/EHLO, STARTTLS, XCLIENT, an abandoned BDAT transfer, the
+// connection ending): a ResetHandler hears of it; then the transaction is reset.
+func (s *Session) abandonTransaction() {
+	if s.state >= stateMail {
+		if rh, ok := s.h.(ResetHandler); ok {
+			rh.OnReset(s)
+		}
+	}
+	s.resetTransaction()
 }
 
 // resetTransaction forgets the envelope and the message (RSET, end of DATA, HELO).

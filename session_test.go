@@ -68,7 +68,8 @@ func TestSessionStateReset(t *testing.T) {
 	c.Cmd("RCPT TO:<c@d.example>", 250)
 	st = normalize(state())
 	require.Equal(t, "first.example", st.Helo)
-	require.Equal(t, smtpd.Envelope{From: "a@b.example", To: []string{"c@d.example"}, EncodingBody: "8bitmime", EncodingUTF8: "utf8"}, st.Envelope)
+	require.Equal(t, smtpd.Envelope{From: "a@b.example", To: []string{"c@d.example"}, EncodingBody: "8bitmime", EncodingUTF8: "utf8",
+		FromParams: []string{"BODY=8BITMIME", "SMTPUTF8"}, ToParams: [][]string{nil}}, st.Envelope)
 
 	// RSET: envelope and message gone, Helo kept.
 	c.Cmd("RSET", 250)
@@ -90,7 +91,9 @@ func TestSessionStateReset(t *testing.T) {
 	require.Equal(t, "\r\n", m.Message.CRLF)
 	require.True(t, m.Message.ReceivedAt.After(before))
 	require.False(t, m.Message.DeliveredAt.Before(m.Message.ReceivedAt))
-	require.Equal(t, smtpd.Envelope{From: "a@b.example", To: []string{"c@d.example", "e@f.example"}, EncodingBody: "7bit"}, m.Envelope)
+	require.Equal(t, smtpd.Envelope{From: "a@b.example", To: []string{"c@d.example", "e@f.example"}, EncodingBody: "7bit",
+		FromParams: []string{"BODY=7BIT"}, ToParams: [][]string{nil, nil}}, m.Envelope)
+	require.Regexp(t, `-2$`, m.Message.ID)
 	st = normalize(state())
 	require.Equal(t, sessionState{Helo: "first.example", Envelope: empty, Message: emptyMsg}, st, "after DATA")
 

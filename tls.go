@@ -115,8 +115,8 @@ func (s *Session) cmdStartTLS(args string) error {
 		return nil
 	}
 	s.Helo, s.xclientHelo = "", false
-	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = "", "", time.Time{}
-	s.resetTransaction()
+	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt, s.AuthMechanism = "", "", time.Time{}, ""
+	s.abandonTransaction()
 	s.state = stateGreet
 	return nil
 }

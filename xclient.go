@@ -110,13 +110,13 @@ func (s *Session) applyXClient(u xclientUpdate) {
 	if u.name != nil {
 		s.RemoteHost = *u.name
 	}
-	s.resetTransaction()
+	s.abandonTransaction()
 	s.state = stateGreet
 	s.Helo, s.xclientHelo = "", false
 	if u.helo != nil && !isUnavailable(*u.helo) {
 		s.Helo, s.xclientHelo = *u.helo, true
 	}
-	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = "", "", time.Time{}
+	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt, s.AuthMechanism = "", "", time.Time{}, ""
 	if u.login != nil && !isUnavailable(*u.login) {
 		s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = *u.login, *u.login, time.Now().UTC()
 	}

@@ -11,6 +11,7 @@ import (
 // Message is a message as a Recorder saw it in OnMessage. Its slices are copies:
 // they stay as they are whatever the session does next.
 type Message struct {
+	ID               string   // smtpd.Message.ID: "<SessionID>-<n>"
 	SessionID        string   // smtpd.Session.ID
 	Helo             string   // the client's HELO/EHLO domain
 	RemoteIP         string   // the client's address
@@ -47,6 +48,7 @@ func (r *Recorder) recorder() *Recorder { return r }
 // OnMessage records the session's message and accepts it.
 func (r *Recorder) OnMessage(s *smtpd.Session) error {
 	m := Message{
+		ID:               s.Message.ID,
 		SessionID:        s.ID,
 		Helo:             s.Helo,
 		RemoteIP:         s.RemoteIP,
