@@ -134,55 +134,57 @@ const maxEarlyTLS = 16<<10 + 512
 
 // admit waits for a processing slot, watched; false when the session ends instead
 // (its reply, if one is owed, sent).
-func (s *Session) admit() bool {
-	w := &waiter{ip: s.RemoteIP, wake: func() { s.raw.SetReadDeadline(time.Unix(1, 0)) }}
-	admitted, first := s.srv.adm.enter(w)
+func (c *conn) admit() bool {
+	w := &waiter{ip: c.s.RemoteIP, wake: func() { c.raw.SetReadDeadline(time.Unix(1, 0)) }}
+	admitted, first := c.srv.adm.enter(w)
 	if admitted {
 		return true
 	}
-	s.srv.warnWaiting(s)
-	if first { // stress mode begins: idle sessions get its shorter wait
-		tightenParked(s.srv, s.timeout())
+	c.srv.warnWaiting(c)
+	if first {
+		c.srv.stressBegins()
 	}
-	res := s.watchSilence(s.cfg.waitTimeout, w.granted.Load)
-	if res == watchReady || s.srv.adm.withdraw(w) {
-		s.raw.SetReadDeadline(time.Time{})
+	res := c.watchSilence(c.cfg.waitTimeout, w.granted.Load)
+	if res == watchReady || c.srv.adm.withdraw(w) {
+		c.raw.SetReadDeadline(time.Time{})
 		if res == watchReady {
 			return true
 		}
-		s.srv.adm.release() // granted just as the wait ended otherwise
+		c.srv.adm.release() // granted just as the wait ended otherwise
 	}
-	s.watchFailed(res)
+	c.watchFailed(res)
 	return false
 }
 
 // watchSilence waits up to d (< 0: for ever) until ready reports true (nil: never),
 // reading the connection meanwhile: on a plain port any byte is a pregreet; on an
 // implicit-TLS port the bytes (the ClientHello) are kept for the handshake.
-func (s *Session) watchSilence(d time.Duration, ready func() bool) watchResult {
+func (c *conn) watchSilence(d time.Duration, ready func() bool) watchResult {
 	var deadline time.Time
 	if d >= 0 {
 		deadline = time.Now().Add(d)
 	}
-	s.idle.Store(true)
-	defer s.idle.Store(false)
+	if !c.enter(connWaiting) {
+		return watchGone
+	}
+	defer c.enter(connNew)
 	var buf [512]byte
 	for {
-		s.raw.SetReadDeadline(deadline)
+		c.raw.SetReadDeadline(deadline)
 		switch {
 		case ready != nil && ready():
 			return watchReady
-		case s.srv.isClosing.Load():
+		case c.srv.isClosing.Load():
 			return watchClosing
 		case !deadline.IsZero() && !time.Now().Before(deadline):
 			return watchTimeout
 		}
-		n, err := s.raw.Read(buf[:])
+		n, err := c.raw.Read(buf[:])
 		if n > 0 {
-			if !s.implicitTLS || len(s.early)+n > maxEarlyTLS {
+			if !c.implicitTLS || len(c.early)+n > maxEarlyTLS {
 				return watchTalked
 			}
-			s.early = append(s.early, buf[:n]...)
+			c.early = append(c.early, buf[:n]...)
 		}
 		if err != nil && !isTimeout(err) {
 			return watchGone
@@ -191,31 +193,31 @@ func (s *Session) watchSilence(d time.Duration, ready func() bool) watchResult {
 }
 
 // watchFailed answers the end of a watched wait that did not bring a slot.
-func (s *Session) watchFailed(res watchResult) {
+func (c *conn) watchFailed(res watchResult) {
 	switch res {
 	case watchTalked:
-		s.srv.stats.limit(&s.srv.stats.Pregreet)
-		s.log().Info("client talked before the banner; closing")
-		s.closeWith(errPregreet)
+		c.srv.stats.limit(&c.srv.stats.Pregreet)
+		c.log().Info("client talked before the banner; closing")
+		c.closeWith(errPregreet)
 	case watchGone:
-		s.srv.stats.limit(&s.srv.stats.WaitGone)
-		s.log().Debug("client left while waiting")
+		c.srv.stats.limit(&c.srv.stats.WaitGone)
+		c.log().Debug("client left while waiting")
 	case watchClosing:
-		s.replyError(SMTPError421, true)
+		c.replyError(SMTPError421, true)
 	case watchTimeout:
-		s.srv.stats.limit(&s.srv.stats.WaitTimeout)
-		s.log().Warn("no processing slot within WaitTimeout; closing", "wait_timeout", s.cfg.waitTimeout)
-		s.closeWith(errWaitTimeout)
+		c.srv.stats.limit(&c.srv.stats.WaitTimeout)
+		c.log().Warn("no processing slot within WaitTimeout; closing", "wait_timeout", c.cfg.waitTimeout)
+		c.closeWith(errWaitTimeout)
 	}
 }
 
 // reader is the connection as the TLS handshake reads it: on an implicit-TLS port,
 // the bytes read while waiting (the ClientHello) come first.
-func (s *Session) reader() net.Conn {
-	if len(s.early) == 0 {
-		return s.raw
+func (c *conn) reader() net.Conn {
+	if len(c.early) == 0 {
+		return c.raw
 	}
-	return &earlyConn{Conn: s.raw, r: primedReader{r: s.raw, pending: s.early}}
+	return &earlyConn{Conn: c.raw, r: primedReader{r: c.raw, pending: c.early}}
 }
 
 // earlyConn is a connection whose first reads return what was read early.
@@ -228,10 +230,22 @@ func (c *earlyConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // warnWaiting logs at Warn that connections wait for a slot: the first time, then
 // at most once a second, so a flood of waiting connections is not a flood of logs.
-func (srv *Server) warnWaiting(s *Session) {
+func (srv *Server) warnWaiting(c *conn) {
 	if !onceASecond(&srv.lastWaitWarn) {
 		return
 	}
-	s.log().Warn("all processing slots busy; connection waits (stress mode on)",
+	c.log().Warn("all processing slots busy; connection waits (stress mode on)",
 		"max_processings", srv.cfg.maxProcessings, "waiting", srv.adm.waitingNow())
+}
+
+// stressBegins gives every idle session stress mode's shorter wait for its next
+// line, whenever its silence began: the first connection now waits for a slot.
+func (srv *Server) stressBegins() {
+	at := time.Now().Add(stressTimeout)
+	if t := srv.cfg.timeout; t > 0 && t < stressTimeout {
+		at = time.Now().Add(t)
+	}
+	for _, c := range srv.connList() {
+		c.tighten(at)
+	}
 }

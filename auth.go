@@ -21,18 +21,18 @@ var errAuthAborted = errors.New("smtpd: connection ended during AUTH")
 
 // authOffered reports whether EHLO lists AUTH: AUTH is enabled and either TLS is on
 // or the operator forbade TLS (and so chose plaintext AUTH).
-func (s *Session) authOffered() bool {
-	return s.cfg.authMode != AuthForbidden && (s.cfg.tlsMode == TLSForbidden || s.IsEncrypted())
+func (c *conn) authOffered() bool {
+	return c.cfg.authMode != AuthForbidden && (c.cfg.tlsMode == TLSForbidden || c.s.IsEncrypted())
 }
 
 // cmdAuth runs AUTH PLAIN or AUTH LOGIN (RFC 4954).
-func (s *Session) cmdAuth(args string) error {
+func (c *conn) cmdAuth(args string) error {
 	switch {
-	case s.cfg.authMode == AuthForbidden:
+	case c.cfg.authMode == AuthForbidden:
 		return SMTPError500
-	case s.cfg.tlsMode != TLSForbidden && !s.IsEncrypted():
+	case c.cfg.tlsMode != TLSForbidden && !c.s.IsEncrypted():
 		return SMTPError538
-	case s.state != stateReady || s.IsAuthenticated():
+	case c.phase != phaseReady || c.s.IsAuthenticated():
 		return SMTPError503
 	}
 	mech, rest, _ := strings.Cut(strings.TrimSpace(args), " ")
@@ -47,24 +47,24 @@ func (s *Session) cmdAuth(args string) error {
 	var err error
 	switch upperASCII(mech) {
 	case "PLAIN":
-		err = s.authPlain(initial)
+		err = c.authPlain(initial)
 	case "LOGIN":
-		err = s.authLogin(initial)
+		err = c.authLogin(initial)
 	default:
 		return SMTPError504
 	}
 	if err == errAuthAborted {
 		return nil
 	}
-	if err == nil && s.IsAuthenticated() {
-		s.AuthMechanism = upperASCII(mech)
+	if err == nil && c.s.IsAuthenticated() {
+		c.s.AuthMechanism = upperASCII(mech)
 	}
 	return err
 }
 
 // authPlain runs RFC 4616 PLAIN through go-sasl, with or without an initial response.
-func (s *Session) authPlain(initial *string) error {
-	resp, err := s.firstResponse(initial, "")
+func (c *conn) authPlain(initial *string) error {
+	resp, err := c.firstResponse(initial, "")
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func (s *Session) authPlain(initial *string) error {
 	var authErr error
 	server := sasl.NewPlainServer(func(authzID, authcID, password string) error {
 		called = true
-		authErr = s.authenticate(authzID, authcID, password)
+		authErr = c.authenticate(authzID, authcID, password)
 		return authErr
 	})
 	_, _, err = server.Next(resp)
@@ -83,47 +83,46 @@ func (s *Session) authPlain(initial *string) error {
 }
 
 // authLogin runs the LOGIN mechanism; "AUTH LOGIN <user>" skips the first prompt.
-func (s *Session) authLogin(initial *string) error {
-	user, err := s.firstResponse(initial, loginUserPrompt)
+func (c *conn) authLogin(initial *string) error {
+	user, err := c.firstResponse(initial, loginUserPrompt)
 	if err != nil {
 		return err
 	}
-	pass, err := s.challenge(loginPassPrompt)
+	pass, err := c.challenge(loginPassPrompt)
 	if err != nil {
 		return err
 	}
-	return s.authenticate("", string(user), string(pass))
+	return c.authenticate("", string(user), string(pass))
 }
 
 // firstResponse is the client's first AUTH response: the initial response sent with
 // the command, or the answer to a first challenge.
-func (s *Session) firstResponse(initial *string, prompt string) ([]byte, error) {
+func (c *conn) firstResponse(initial *string, prompt string) ([]byte, error) {
 	if initial != nil {
 		return decodeAuth(*initial)
 	}
-	return s.challenge(prompt)
+	return c.challenge(prompt)
 }
 
 // challenge sends a 334 with prompt and reads the response: one line, decoded. "*"
 // cancels (501); a line over 12288 bytes is 500. The line is never logged.
-func (s *Session) challenge(prompt string) ([]byte, error) {
-	s.sendText(334, prompt)
-	line, err := s.readLine(maxAuthResponse+2, true)
+func (c *conn) challenge(prompt string) ([]byte, error) {
+	c.sendText(334, prompt)
+	line, err := c.readCommand(maxAuthResponse + 2) // the client's turn, as for a command: Shutdown may interrupt the wait
 	if err == errSoftLimit || err == nil && len(lineText(line)) > maxAuthResponse {
-		s.srv.stats.limit(&s.srv.stats.AuthTooLong)
+		c.srv.stats.limit(&c.srv.stats.AuthTooLong)
 		return nil, errAuthTooLong
 	}
 	if err != nil {
-		s.readFailed(err)
-		s.quit = true
+		c.readFailed(err)
 		return nil, errAuthAborted
 	}
-	s.traceSecret()
-	text, err := commandText(line, s.cfg.crlfMode)
+	c.traceSecret()
+	text, err := commandText(line, c.cfg.crlfMode)
 	switch {
 	case err != nil:
 		return nil, errCRLF
-	case !s.cfg.pipelining && s.r.hasLine():
+	case !c.cfg.pipelining && c.r.buffered():
 		return nil, errPipelining
 	case string(text) == "*":
 		return nil, fmt.Errorf("AUTH cancelled by the client: %w", SMTPError501)
@@ -147,53 +146,53 @@ func decodeAuth(text string) ([]byte, error) {
 }
 
 // authenticate asks OnAuth and, on success, records the identities and answers 235.
-func (s *Session) authenticate(authzID, authcID, password string) error {
-	ret, err := s.h.OnAuth(s, authzID, authcID, password)
+func (c *conn) authenticate(authzID, authcID, password string) error {
+	ret, err := c.h.OnAuth(c.s, authzID, authcID, password)
 	if err != nil {
-		return s.authFailed(authcID, err)
+		return c.authFailed(authcID, err)
 	}
 	switch {
 	case ret != "":
-		s.AuthorizationID = ret
+		c.s.AuthorizationID = ret
 	case authzID != "":
-		s.AuthorizationID = authzID
+		c.s.AuthorizationID = authzID
 	default:
-		s.AuthorizationID = authcID
+		c.s.AuthorizationID = authcID
 	}
-	s.AuthenticationID = authcID
-	s.AuthenticatedAt = time.Now().UTC()
-	s.srv.stats.AuthSuccesses.Add(1)
-	s.log().Info("authenticated", "authentication_id", excerpt(authcID), "authorization_id", excerpt(s.AuthorizationID))
-	s.send(replyAuthOK)
+	c.s.AuthenticationID = authcID
+	c.s.AuthenticatedAt = time.Now().UTC()
+	c.srv.stats.AuthSuccesses.Add(1)
+	c.log().Info("authenticated", "authentication_id", excerpt(authcID), "authorization_id", excerpt(c.s.AuthorizationID))
+	c.send(replyAuthOK)
 	return nil
 }
 
 // authFailed counts a 535 and turns the MaxAuthFailures-th one into a 421.
-func (s *Session) authFailed(authcID string, err error) error {
+func (c *conn) authFailed(authcID string, err error) error {
 	if se, _ := asSMTPError(err); se.Code != 535 {
 		return err
 	}
-	s.authFailures++
-	s.srv.stats.AuthFailures.Add(1)
-	s.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", s.authFailures)
-	s.authDelay()
-	if max := s.cfg.maxAuthFailures; max > 0 && s.authFailures >= max {
-		s.srv.stats.limit(&s.srv.stats.MaxAuthFailures)
-		return fmt.Errorf("%d failed AUTH attempts: %w", s.authFailures, errAuthFailures)
+	c.authFailures++
+	c.srv.stats.AuthFailures.Add(1)
+	c.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", c.authFailures)
+	c.authDelay()
+	if max := c.cfg.maxAuthFailures; max > 0 && c.authFailures >= max {
+		c.srv.stats.limit(&c.srv.stats.MaxAuthFailures)
+		return fmt.Errorf("%d failed AUTH attempts: %w", c.authFailures, errAuthFailures)
 	}
 	return err
 }
 
 // authDelay holds a failed AUTH's reply back for AuthFailureDelay (less when the
 // session ends first).
-func (s *Session) authDelay() {
-	if s.cfg.authFailureDelay <= 0 {
+func (c *conn) authDelay() {
+	if c.cfg.authFailureDelay <= 0 {
 		return
 	}
-	t := time.NewTimer(s.cfg.authFailureDelay)
+	t := time.NewTimer(c.cfg.authFailureDelay)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-s.ctx.Done():
+	case <-c.ctx.Done():
 	}
 }

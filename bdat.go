@@ -20,57 +20,57 @@ func isBdat(line []byte) bool {
 // cmdBdat receives one chunk. Its octets are read whatever the outcome. A refused
 // chunk, or one that breaks a rule (size, budget, a hook error, CRLFStrict), is
 // answered at once and ends the transaction; later chunks get 503.
-func (s *Session) cmdBdat(args string) error {
+func (c *conn) cmdBdat(args string) error {
 	size, last, ok := parseBdat(args)
 	if !ok {
-		s.log().Info("BDAT size does not parse; closing", "args", excerpt(args))
-		s.closeWith(errBdatSyntax)
+		c.log().Info("BDAT size does not parse; closing", "args", excerpt(args))
+		c.closeWith(errBdatSyntax)
 		return nil
 	}
 	refuse := func(err error) error {
-		if !s.readOctets(size, nil) {
+		if !c.readOctets(size, nil) {
 			return nil
 		}
 		return err
 	}
 	switch {
-	case s.lineRefused != nil:
-		return refuse(s.lineRefused) // the command line itself was refused (CRLFStrict)
-	case !s.cfg.chunking:
-		return refuse(errNoChunking)
-	case s.cfg.tlsMode == TLSRequired && !s.IsEncrypted():
+	case c.lineRefused != nil:
+		return refuse(c.lineRefused) // the command line itself was refused (CRLFStrict)
+	case !c.cfg.chunking:
+		return refuse(SMTPError502)
+	case c.cfg.tlsMode == TLSRequired && !c.s.IsEncrypted():
 		return refuse(errTLSRequired)
-	case s.state != stateRcpt:
+	case c.phase != phaseRcpt:
 		return refuse(SMTPError503)
-	case s.needsAuth():
+	case c.needsAuth():
 		return refuse(SMTPError530)
-	case s.overMaxMessage(s.bdat, size):
+	case c.overMaxMessage(c.bdat, size):
 		// The data so far went (a stream hook learned why, and was waited for); the
 		// envelope is still needed below.
-		s.srv.stats.MessagesRefused.Add(1)
-		s.bdat = nil
-		defer s.resetTransaction()
-		if last && s.cfg.lmtp {
+		c.srv.stats.MessagesRefused.Add(1)
+		c.bdat = nil
+		defer c.resetTransaction()
+		if last && c.cfg.lmtp {
 			// LMTP (RFC 2033 4.3): BDAT LAST is answered once per accepted recipient,
 			// also when the message fails as a whole.
-			if s.readOctets(size, nil) {
-				s.replyEachRecipient(SMTPError552)
+			if c.readOctets(size, nil) {
+				c.replyEachRecipient(SMTPError552)
 			}
 			return nil
 		}
 		return refuse(SMTPError552)
 	}
-	if s.bdat == nil {
-		if err := s.dataCommand(); err != nil {
+	if c.bdat == nil {
+		if err := c.dataCommand(); err != nil {
 			return refuse(err)
 		}
-		s.bdat = s.startTransfer()
+		c.bdat = c.startTransfer()
 	}
-	t := s.bdat
-	if !s.readOctets(size, t) {
+	t := c.bdat
+	if !c.readOctets(size, t) {
 		return nil
 	}
-	if t.failed != nil && s.fatalErr(t.failed) {
+	if t.failed != nil && c.fatalErr(t.failed) {
 		return t.failed
 	}
 	if !last {
@@ -79,42 +79,44 @@ func (s *Session) cmdBdat(args string) error {
 		// reply, in LMTP too (RFC 2033 4.3: only BDAT LAST gets one per recipient).
 		failed := t.failed
 		if failed == nil {
-			failed = s.strictRefusal(t)
+			failed = c.strictRefusal(t)
 		}
 		if failed == nil {
-			s.writeReply(250, s.enhancedCode(replyOK), strconv.FormatInt(size, 10)+" octets received")
+			c.writeReply(250, c.enhancedCode(replyOK), strconv.FormatInt(size, 10)+" octets received")
 			return nil
 		}
-		s.srv.stats.MessagesRefused.Add(1)
-		s.resetTransaction()
+		c.srv.stats.MessagesRefused.Add(1)
+		c.resetTransaction()
 		return failed
 	}
-	s.bdat = nil
+	c.bdat = nil
 	if d, ok := t.chunkEnd(); ok { // a CR at the very end ends no line
-		if err := s.feed(t, d); err != nil {
+		if err := c.feed(t, d); err != nil {
 			return err
 		}
 	}
-	err := s.finish(t)
-	s.resetTransaction()
+	err := c.finish(t)
+	c.resetTransaction()
 	return err
 }
 
 // readOctets reads exactly n octets of BDAT data, in pieces split after each LF and
 // bounded by the read buffer, and feeds them to t (nil: discards them). False when
 // the connection failed (the session then ends).
-func (s *Session) readOctets(n int64, t *transfer) bool {
-	br := s.r.buf()
+func (c *conn) readOctets(n int64, t *transfer) bool {
+	br := c.r.buf()
 	for n > 0 {
 		if br.Buffered() == 0 {
-			if s.flush() != nil {
-				s.quit = true
+			if c.flush() != nil {
+				c.enter(connClosing)
 				return false
 			}
-			s.setReadDeadline()
+			if _, err := c.armRead(false, 0); err != nil {
+				c.readFailed(err)
+				return false
+			}
 			if _, err := br.Peek(1); err != nil {
-				s.readFailed(err)
-				s.quit = true
+				c.readFailed(err)
 				return false
 			}
 		}
@@ -123,8 +125,8 @@ func (s *Session) readOctets(n int64, t *transfer) bool {
 			buf = buf[:i+1]
 		}
 		if t != nil {
-			s.dataBytes += len(buf)
-			if err := s.feed(t, t.chunkPiece(buf, s.cfg.crlfMode)); err != nil {
+			c.dataBytes += len(buf)
+			if err := c.feed(t, t.chunkPiece(buf, c.cfg.crlfMode)); err != nil {
 				t.failed = err
 				t = nil // a 421: the rest is still read, so that the reply is in sync
 			}

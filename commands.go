@@ -5,13 +5,17 @@ import (
 	"strings"
 )
 
+// This file is the command loop: a command line is read (waiting for the client
+// while it is idle), checked, and dispatched through the one command table to its
+// cmdX method, each of which reads top to bottom — parse, check, hook, reply.
+
 // command is one row of the command table: the verb set is written here once, and
 // the dispatcher, the TLS gate, the junk counter and the tracer read it.
 type command struct {
-	run     func(s *Session, args string) error // nil: handed to OnUnknown
-	plainOK bool                                // allowed before STARTTLS under TLSRequired
-	junk    bool                                // counted against MaxJunkCommands
-	on      func(c *config) bool                // nil: always on; else whether the extension is on
+	run     func(c *conn, args string) error // nil: handed to OnUnknown
+	plainOK bool                             // allowed before STARTTLS under TLSRequired
+	junk    bool                             // counted against MaxJunkCommands
+	on      func(cfg *config) bool           // nil: always on; else whether the extension is on
 }
 
 // commands is the command table, keyed by upper-case verb; filled by init (its
@@ -20,27 +24,27 @@ var commands map[string]*command
 
 func init() {
 	commands = map[string]*command{
-		"HELO":     {run: (*Session).cmdHelo, plainOK: true, on: smtpOnly},
-		"EHLO":     {run: (*Session).cmdEhlo, plainOK: true, on: smtpOnly},
-		"LHLO":     {run: (*Session).cmdEhlo, plainOK: true, on: lmtpOnly},
-		"BDAT":     {run: (*Session).cmdBdat, plainOK: true}, // checks TLS and CHUNKING itself: its octets must be read
-		"MAIL":     {run: (*Session).cmdMail},
-		"RCPT":     {run: (*Session).cmdRcpt},
-		"DATA":     {run: (*Session).cmdData},
-		"RSET":     {run: (*Session).cmdRset, junk: true},
-		"NOOP":     {run: (*Session).cmdNoop, plainOK: true, junk: true},
-		"QUIT":     {run: (*Session).cmdQuit, plainOK: true},
-		"STARTTLS": {run: (*Session).cmdStartTLS, plainOK: true},
-		"AUTH":     {run: (*Session).cmdAuth, plainOK: true},
-		"XCLIENT":  {run: (*Session).cmdXClient, plainOK: true, on: func(c *config) bool { return c.xclientNets != nil }},
+		"HELO":     {run: (*conn).cmdHelo, plainOK: true, on: smtpOnly},
+		"EHLO":     {run: (*conn).cmdEhlo, plainOK: true, on: smtpOnly},
+		"LHLO":     {run: (*conn).cmdEhlo, plainOK: true, on: lmtpOnly},
+		"BDAT":     {run: (*conn).cmdBdat, plainOK: true}, // checks TLS and CHUNKING itself: its octets must be read
+		"MAIL":     {run: (*conn).cmdMail},
+		"RCPT":     {run: (*conn).cmdRcpt},
+		"DATA":     {run: (*conn).cmdData},
+		"RSET":     {run: (*conn).cmdRset, junk: true},
+		"NOOP":     {run: (*conn).cmdNoop, plainOK: true, junk: true},
+		"QUIT":     {run: (*conn).cmdQuit, plainOK: true},
+		"STARTTLS": {run: (*conn).cmdStartTLS, plainOK: true},
+		"AUTH":     {run: (*conn).cmdAuth, plainOK: true},
+		"XCLIENT":  {run: (*conn).cmdXClient, plainOK: true, on: func(cfg *config) bool { return cfg.xclientNets != nil }},
 		"VRFY":     {junk: true},
 		"EXPN":     {junk: true},
 		"HELP":     {junk: true},
 	}
 }
 
-func smtpOnly(c *config) bool { return !c.lmtp }
-func lmtpOnly(c *config) bool { return c.lmtp }
+func smtpOnly(cfg *config) bool { return !cfg.lmtp }
+func lmtpOnly(cfg *config) bool { return cfg.lmtp }
 
 // lookupCommand returns the table row of verb (any case), or nil.
 func lookupCommand(verb string) *command {
@@ -50,37 +54,96 @@ func lookupCommand(verb string) *command {
 	return commands[upperASCII(verb)]
 }
 
+// commandLoop reads and runs command lines until QUIT, an error that closes the
+// connection, or the server shutting down.
+func (c *conn) commandLoop() {
+	for c.live() {
+		// AUTH with an initial response carries a whole AUTH response (RFC 4954 4)
+		// after "AUTH <mechanism> " (SASL names are at most 20 characters); every
+		// other command is cut at maxCommandLine below, unparsed.
+		line, err := c.readCommand(maxAuthResponse + 64)
+		if err == errSoftLimit || err == nil && commandTooLong(line) {
+			c.srv.stats.limit(&c.srv.stats.CommandTooLong)
+			c.log().Info("command line too long; refused", "limit", maxCommandLine)
+			c.replyError(errCommandTooLong, false)
+			continue
+		}
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if c.srv.isClosing.Load() {
+			c.replyError(SMTPError421, true)
+			return
+		}
+		c.commands++
+		c.runLine(line)
+	}
+}
+
+// runLine checks a command line as a whole — BDAT's octets follow it at once, a
+// first line may be a browser's, CRLFStrict, PIPELINING off — and dispatches it.
+func (c *conn) runLine(line []byte) {
+	text, err := commandText(line, c.cfg.crlfMode)
+	switch {
+	case isBdat(text) && bytes.IndexByte(text, 0) < 0 && bytes.IndexByte(text, '\r') < 0:
+		c.lineRefused = nil
+		if err != nil {
+			c.lineRefused = errCRLF
+		}
+		c.dispatch(text)
+	case isBdat(text):
+		c.log().Info("BDAT line with NUL or CR; closing", "line", excerpt(string(text)))
+		c.closeWith(errBdatSyntax) // its octets cannot be trusted to be counted right
+	case c.commands == 1 && isNonSMTP(text):
+		c.srv.stats.limit(&c.srv.stats.NonSMTP)
+		c.log().Warn("non-SMTP client (HTTP?); closing", "line", excerpt(string(text)))
+		c.closeWith(errNonSMTP)
+	case err != nil:
+		c.traceRecv(text)
+		c.replyError(errCRLF, false)
+	case !c.cfg.pipelining && c.r.buffered():
+		// RFC 2920 off: the client sent more before it had this line's reply. Any
+		// byte already read counts, so the verdict does not depend on how much of
+		// the rest one read happened to bring.
+		c.traceRecv(text)
+		c.replyError(errPipelining, false)
+	default:
+		c.dispatch(text)
+	}
+}
+
 // dispatch runs one command line (its line end removed).
-func (s *Session) dispatch(text []byte) {
-	s.traceRecv(text)
+func (c *conn) dispatch(text []byte) {
+	c.traceRecv(text)
 	if len(text) == 0 || bytes.IndexByte(text, 0) >= 0 || bytes.IndexByte(text, '\r') >= 0 {
-		s.replyError(SMTPError500, false)
+		c.replyError(SMTPError500, false)
 		return
 	}
 	line := string(text)
 	verb, args := splitCommand(line)
 	cmd := commands[verb] // splitCommand upper-cased it
-	if cmd != nil && cmd.on != nil && !cmd.on(s.cfg) {
+	if cmd != nil && cmd.on != nil && !cmd.on(c.cfg) {
 		cmd = nil // an extension that is off is an unknown command
 	}
-	if s.bdat != nil && verb != "BDAT" && verb != "NOOP" {
-		s.abandonTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
+	if c.bdat != nil && verb != "BDAT" && verb != "NOOP" {
+		c.abandonTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
 	}
 	switch {
-	case s.needsTLS(cmd):
-		s.replyError(errTLSRequired, false)
+	case c.needsTLS(cmd):
+		c.replyError(errTLSRequired, false)
 		return
-	case cmd != nil && cmd.junk && !s.countJunk():
+	case cmd != nil && cmd.junk && !c.countJunk():
 		return
 	}
 	var err error
 	if cmd == nil || cmd.run == nil {
-		err = s.succeed(s.h.OnUnknown(s, line), replyOK)
+		err = c.succeed(c.h.OnUnknown(c.s, line), replyOK)
 	} else {
-		err = cmd.run(s, args)
+		err = cmd.run(c, args)
 	}
 	if err != nil {
-		s.replyError(err, false)
+		c.replyError(err, false)
 	}
 }
 
@@ -91,23 +154,25 @@ func splitCommand(line string) (verb, args string) {
 	return upperASCII(verb), strings.Trim(args, " \t")
 }
 
-// upperASCII upper-cases the ASCII letters of s only: SMTP's words are
-// case-insensitive in ASCII (RFC 5321 2.4), and strings.ToUpper would make "QUıT"
-// a QUIT.
-func upperASCII(s string) string {
-	for i := 0; i < len(s); i++ {
-		if 'a' <= s[i] && s[i] <= 'z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if 'a' <= b[j] && b[j] <= 'z' {
-					b[j] -= 'a' - 'A'
-				}
-			}
-			return string(b)
+// commandTooLong reports whether a command line (not AUTH, which has its own bound)
+// has more than maxCommandLine bytes before its line end. The line end is cut off
+// first: measured with it, a line ended by a bare LF got one byte more than the limit.
+func commandTooLong(line []byte) bool {
+	return len(lineText(line)) > maxCommandLine && !isAuthLine(line)
+}
+
+// isNonSMTP reports whether a session's first line is an HTTP request line or
+// header: a browser or proxy probe sent to the SMTP port (cross-protocol attacks).
+func isNonSMTP(line []byte) bool {
+	for _, p := range nonSMTPPrefixes {
+		if len(line) >= len(p) && equalFoldASCII(line[:len(p)], p) {
+			return true
 		}
 	}
-	return s
+	return false
 }
+
+var nonSMTPPrefixes = []string{"GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS ", "Host:", "User-Agent:"}
 
 func noArgs(args string) error {
 	if args != "" {
@@ -117,101 +182,57 @@ func noArgs(args string) error {
 }
 
 // needsTLS reports whether TLSRequired refuses cmd on this plaintext connection.
-func (s *Session) needsTLS(cmd *command) bool {
-	return s.cfg.tlsMode == TLSRequired && !s.IsEncrypted() && (cmd == nil || !cmd.plainOK)
+func (c *conn) needsTLS(cmd *command) bool {
+	return c.cfg.tlsMode == TLSRequired && !c.s.IsEncrypted() && (cmd == nil || !cmd.plainOK)
 }
 
 // needsAuth reports whether AuthRequired refuses mail commands in this session.
-func (s *Session) needsAuth() bool {
-	return s.cfg.authMode == AuthRequired && !s.IsAuthenticated()
+func (c *conn) needsAuth() bool {
+	return c.cfg.authMode == AuthRequired && !c.s.IsAuthenticated()
 }
 
-func (s *Session) cmdNoop(args string) error {
+// cmdNoop: RFC 5321 4.1.1.9, "This command does not affect any parameters or
+// previously entered commands."
+func (c *conn) cmdNoop(args string) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	s.send(replyOK)
+	c.send(replyOK)
 	return nil
 }
 
-func (s *Session) cmdQuit(args string) error {
+// cmdRset: RFC 5321 4.1.1.5, "any stored sender, recipients, and mail data MUST
+// be discarded"; valid before HELO too.
+func (c *conn) cmdRset(args string) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	s.closeWith(replyBye)
+	c.abandonTransaction()
+	c.send(replyOK)
 	return nil
 }
 
-func (s *Session) cmdEhlo(domain string) error { return s.greet("EHLO", domain) }
-
-func (s *Session) cmdHelo(domain string) error { return s.greet("HELO", domain) }
-
-// greet runs HELO, EHLO and LMTP's LHLO: a repeated one is a junk command; the domain must be
-// at most 255 bytes without control characters.
-func (s *Session) greet(verb, domain string) error {
-	if !validHelo(domain) {
-		return errBadHelo
-	}
-	if s.state != stateGreet && !s.countJunk() {
-		return nil
-	}
-	s.abandonTransaction()
-	if err := s.h.OnHelo(s, domain); err != nil {
+// cmdQuit: RFC 5321 4.1.1.10, "The receiver MUST send a "221 OK" reply, and then
+// close the transmission channel."
+func (c *conn) cmdQuit(args string) error {
+	if err := noArgs(args); err != nil {
 		return err
 	}
-	if !s.xclientHelo {
-		s.Helo = domain
-	}
-	s.state = stateReady
-	if verb == "HELO" {
-		s.sendText(250, oneLine("OK "+oneLine(s.HeloResponse)))
-		return nil
-	}
-	s.sendText(250, strings.Join(s.ehloLines(), "\n"))
+	c.closeWith(replyBye)
 	return nil
 }
 
-// validHelo reports whether a HELO/EHLO argument is acceptable: present, at most 255
-// bytes (RFC 5321 4.5.3.1.2's domain), no control characters.
-func validHelo(domain string) bool {
-	if domain == "" || len(domain) > 255 {
-		return false
+// succeed answers a hook's outcome: nil with the default reply, an SMTPError with a
+// code below 400 (say 251 from OnRcptTo) with that reply; any other error is
+// returned for replyError.
+func (c *conn) succeed(err error, def *SMTPError) error {
+	if err == nil {
+		c.send(def)
+		return nil
 	}
-	for i := 0; i < len(domain); i++ {
-		if c := domain[i]; c < 0x20 || c == 0x7f {
-			return false
-		}
+	if ok := successReply(err); ok != nil {
+		c.send(ok)
+		return nil
 	}
-	return true
-}
-
-// ehloLines is the EHLO reply: the greeting, then the extensions that are on.
-func (s *Session) ehloLines() []string {
-	lines := []string{oneLine(s.HeloResponse)}
-	if s.cfg.i18n {
-		lines = append(lines, "8BITMIME", "SMTPUTF8")
-	}
-	if s.cfg.pipelining {
-		lines = append(lines, "PIPELINING")
-	}
-	if s.authOffered() {
-		lines = append(lines, "AUTH LOGIN PLAIN")
-	}
-	if s.cfg.tlsMode != TLSForbidden && !s.IsEncrypted() {
-		lines = append(lines, "STARTTLS")
-	}
-	lines = append(lines, sizeKeyword(s.cfg.maxMessage))
-	if s.cfg.enhancedCodes {
-		lines = append(lines, "ENHANCEDSTATUSCODES")
-	}
-	if s.cfg.chunking {
-		lines = append(lines, "CHUNKING", "BINARYMIME")
-	}
-	if s.cfg.dsn {
-		lines = append(lines, "DSN")
-	}
-	if s.xclientOK {
-		lines = append(lines, "XCLIENT "+xclientAttrs)
-	}
-	return append(lines, "OK")
+	return err
 }

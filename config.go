@@ -58,7 +58,7 @@ type config struct {
 func (srv *Server) init() error {
 	srv.initOnce.Do(func() {
 		srv.initErr = srv.configure()
-		srv.sessions = make(map[*Session]struct{})
+		srv.conns = make(map[*conn]struct{})
 		srv.perIP = make(map[string]int)
 		srv.closing = make(chan struct{})
 		srv.baseCtx, srv.cancelBase = context.WithCancel(context.Background())

@@ -149,10 +149,13 @@ type enhHookCase struct {
 }
 
 var enhHookCases = []enhHookCase{
+	// RFC 2034: a code only once ENHANCEDSTATUSCODES is announced, a hook's own too.
 	{"own valid code", &SMTPError{Code: 550, EnhancedCode: "5.1.1", Message: "No such user"},
-		"550 5.1.1 No such user", "550 5.1.1 No such user"},
+		"550 No such user", "550 5.1.1 No such user"},
 	{"own valid code, 3-digit parts", &SMTPError{Code: 450, EnhancedCode: "4.123.456", Message: "Later"},
-		"450 4.123.456 Later", "450 4.123.456 Later"},
+		"450 Later", "450 4.123.456 Later"},
+	{"copy of a predefined reply", &SMTPError{Code: 550, EnhancedCode: SMTPError550.EnhancedCode, Message: SMTPError550.Message},
+		"550 " + SMTPError550.Message, "550 5.1.1 " + SMTPError550.Message},
 	{"no code", &SMTPError{Code: 550, Message: "Go away"}, "550 Go away", "550 5.0.0 Go away"},
 	{"no code, 4xx", &SMTPError{Code: 451, Message: "Try later"}, "451 Try later", "451 4.0.0 Try later"},
 	{"no code, wrapped", fmt.Errorf("policy: %w", &SMTPError{Code: 554, Message: "No"}), "554 No", "554 5.0.0 No"},
@@ -164,7 +167,7 @@ var enhHookCases = []enhHookCase{
 	{"success reply 251", &SMTPError{Code: 251, Message: "User not local; will forward"},
 		"251 User not local; will forward", "251 2.0.0 User not local; will forward"},
 	{"success reply with own code", &SMTPError{Code: 250, EnhancedCode: "2.1.5", Message: "Fine"},
-		"250 2.1.5 Fine", "250 2.1.5 Fine"},
+		"250 Fine", "250 2.1.5 Fine"},
 }
 
 // enhInvalidCodes are hook codes that must be dropped; the reply line is checked
@@ -270,8 +273,8 @@ func TestEnhancedCodesHookTextInjection(t *testing.T) {
 			c.cmd("EHLO client.example", 250)
 			c.cmd("MAIL FROM:<a@example.com>", 250)
 			c.send("RCPT TO:<b@example.com>\r\n")
-			c.enhExpect("550-5.7.1 first")
-			c.enhExpect("550 5.7.1 250 injectedx")
+			c.enhExpect(enhCode(on, 550, "5.7.1", "first")[:3] + "-" + enhCode(on, 550, "5.7.1", "first")[4:])
+			c.enhExpect(enhCode(on, 550, "5.7.1", "250 injectedx"))
 			c.enhCmd("NOOP", enhCode(on, 250, "2.0.0", protoTextOK))
 		})
 	}

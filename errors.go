@@ -20,7 +20,7 @@ import (
 // 3xx) to succeed with that reply instead of the default one.
 type SMTPError struct {
 	Code         int    // reply code: 400..599 for an error, 200..399 for a success reply
-	EnhancedCode string // RFC 3463 status code such as "5.1.1" (class matching Code), or ""
+	EnhancedCode string // RFC 3463 status code such as "5.1.1" (class matching Code), or "": sent only with EnhancedStatusCodes
 	Message      string // reply text
 }
 
@@ -40,94 +40,72 @@ func (e *SMTPError) Error() string {
 // Temporary reports whether the code is a transient (4xx) one.
 func (e *SMTPError) Temporary() bool { return e.Code >= 400 && e.Code < 500 }
 
-// The predefined replies, one for every exception class of MidiSmtpServer, with its texts.
+// The predefined replies, one for every exception class of MidiSmtpServer, with its
+// texts and the RFC 3463 code of its meaning, sent while Server.EnhancedStatusCodes
+// is on. Each is a plain value: a copy sends the same reply.
 var (
 	// SMTPError421 closes the connection after the reply.
-	SMTPError421 = &SMTPError{Code: 421, Message: "Service not available, closing transmission channel"}
-	SMTPError432 = &SMTPError{Code: 432, Message: "Password transition is needed"}
-	SMTPError450 = &SMTPError{Code: 450, Message: "Requested mail action not taken: mailbox unavailable"}
-	SMTPError451 = &SMTPError{Code: 451, Message: "Requested action aborted: local error in processing"}
-	SMTPError452 = &SMTPError{Code: 452, Message: "Requested action not taken: insufficient system storage"}
-	SMTPError454 = &SMTPError{Code: 454, Message: "Temporary authentication failure"}
-	SMTPError500 = &SMTPError{Code: 500, Message: "Syntax error, command unrecognised or error in parameters or arguments"}
-	SMTPError501 = &SMTPError{Code: 501, Message: "Syntax error in parameters or arguments"}
-	SMTPError502 = &SMTPError{Code: 502, Message: "Command not implemented"}
-	SMTPError503 = &SMTPError{Code: 503, Message: "Bad sequence of commands"}
-	SMTPError504 = &SMTPError{Code: 504, Message: "Command parameter not implemented"}
-	SMTPError521 = &SMTPError{Code: 521, Message: "Service does not accept mail"}
-	SMTPError530 = &SMTPError{Code: 530, Message: "Authentication required"}
-	SMTPError534 = &SMTPError{Code: 534, Message: "Authentication mechanism is too weak"}
-	SMTPError535 = &SMTPError{Code: 535, Message: "Authentication credentials invalid"}
-	SMTPError538 = &SMTPError{Code: 538, Message: "Encryption required for requested authentication mechanism"}
-	SMTPError550 = &SMTPError{Code: 550, Message: "Requested action not taken: mailbox unavailable"}
-	SMTPError552 = &SMTPError{Code: 552, Message: "Requested mail action aborted: exceeded storage allocation"}
-	SMTPError553 = &SMTPError{Code: 553, Message: "Requested action not taken: mailbox name not allowed"}
-	SMTPError554 = &SMTPError{Code: 554, Message: "Transaction failed"}
-	SMTPError555 = &SMTPError{Code: 555, Message: "MAIL FROM/RCPT TO parameters not recognized or not implemented"}
+	SMTPError421 = &SMTPError{Code: 421, EnhancedCode: "4.3.2", Message: "Service not available, closing transmission channel"}
+	SMTPError432 = &SMTPError{Code: 432, EnhancedCode: "4.7.12", Message: "Password transition is needed"}
+	SMTPError450 = &SMTPError{Code: 450, EnhancedCode: "4.2.0", Message: "Requested mail action not taken: mailbox unavailable"}
+	SMTPError451 = &SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "Requested action aborted: local error in processing"}
+	SMTPError452 = &SMTPError{Code: 452, EnhancedCode: "4.3.1", Message: "Requested action not taken: insufficient system storage"}
+	SMTPError454 = &SMTPError{Code: 454, EnhancedCode: "4.7.0", Message: "Temporary authentication failure"}
+	SMTPError500 = &SMTPError{Code: 500, EnhancedCode: "5.5.2", Message: "Syntax error, command unrecognised or error in parameters or arguments"}
+	SMTPError501 = &SMTPError{Code: 501, EnhancedCode: "5.5.4", Message: "Syntax error in parameters or arguments"}
+	SMTPError502 = &SMTPError{Code: 502, EnhancedCode: "5.5.1", Message: "Command not implemented"}
+	SMTPError503 = &SMTPError{Code: 503, EnhancedCode: "5.5.1", Message: "Bad sequence of commands"}
+	SMTPError504 = &SMTPError{Code: 504, EnhancedCode: "5.5.4", Message: "Command parameter not implemented"}
+	SMTPError521 = &SMTPError{Code: 521, EnhancedCode: "5.3.2", Message: "Service does not accept mail"}
+	SMTPError530 = &SMTPError{Code: 530, EnhancedCode: "5.7.0", Message: "Authentication required"}
+	SMTPError534 = &SMTPError{Code: 534, EnhancedCode: "5.7.9", Message: "Authentication mechanism is too weak"}
+	SMTPError535 = &SMTPError{Code: 535, EnhancedCode: "5.7.8", Message: "Authentication credentials invalid"}
+	SMTPError538 = &SMTPError{Code: 538, EnhancedCode: "5.7.11", Message: "Encryption required for requested authentication mechanism"}
+	SMTPError550 = &SMTPError{Code: 550, EnhancedCode: "5.1.1", Message: "Requested action not taken: mailbox unavailable"}
+	SMTPError552 = &SMTPError{Code: 552, EnhancedCode: "5.3.4", Message: "Requested mail action aborted: exceeded storage allocation"}
+	SMTPError553 = &SMTPError{Code: 553, EnhancedCode: "5.1.3", Message: "Requested action not taken: mailbox name not allowed"}
+	SMTPError554 = &SMTPError{Code: 554, EnhancedCode: "5.0.0", Message: "Transaction failed"}
+	SMTPError555 = &SMTPError{Code: 555, EnhancedCode: "5.5.4", Message: "MAIL FROM/RCPT TO parameters not recognized or not implemented"}
 )
 
 // Replies of the server itself that no hook returns; their texts are MidiSmtpServer's
-// where it has one. Their RFC 3463 codes are in enhancedCodes.
+// where it has one.
 var (
-	errBusy         = &SMTPError{Code: 421, Message: "Service too busy or not available, closing transmission channel"}
-	errTLSRequired  = &SMTPError{Code: 530, Message: "Encryption required, must issue STARTTLS command first"}
-	errPipelining   = &SMTPError{Code: 500, Message: "Bad input, PIPELINING is not allowed"}
-	errCRLF         = &SMTPError{Code: 500, Message: "Bad input, Lines must be terminated by CRLF sequence"}
-	errLineTooLong  = &SMTPError{Code: 421, Message: "Line too long, closing transmission channel"}
-	errTimeout      = &SMTPError{Code: 421, Message: "Timeout, closing transmission channel"}
-	errAuthFailures = &SMTPError{Code: 421, Message: "Too many authentication failures, closing transmission channel"}
+	errBusy         = &SMTPError{Code: 421, EnhancedCode: "4.3.2", Message: "Service too busy or not available, closing transmission channel"}
+	errTLSRequired  = &SMTPError{Code: 530, EnhancedCode: "5.7.0", Message: "Encryption required, must issue STARTTLS command first"}
+	errPipelining   = &SMTPError{Code: 500, EnhancedCode: "5.5.0", Message: "Bad input, PIPELINING is not allowed"}
+	errCRLF         = &SMTPError{Code: 500, EnhancedCode: "5.5.2", Message: "Bad input, Lines must be terminated by CRLF sequence"}
+	errLineTooLong  = &SMTPError{Code: 421, EnhancedCode: "4.5.0", Message: "Line too long, closing transmission channel"}
+	errTimeout      = &SMTPError{Code: 421, EnhancedCode: "4.4.2", Message: "Timeout, closing transmission channel"}
+	errAuthFailures = &SMTPError{Code: 421, EnhancedCode: "4.7.0", Message: "Too many authentication failures, closing transmission channel"}
 
-	errTooManyRecipients = &SMTPError{Code: 452, Message: "Too many recipients"}
-	errStartTLSSyntax    = &SMTPError{Code: 501, Message: "Syntax error in parameters or arguments"}
-	errCommandTooLong    = &SMTPError{Code: 500, Message: "Line too long"}
-	errAuthTooLong       = &SMTPError{Code: 500, Message: "AUTH response too long"}
-	errTooManyErrors     = &SMTPError{Code: 421, Message: "Too many errors, closing transmission channel"}
-	errTooManyJunk       = &SMTPError{Code: 421, Message: "Too many commands without mail, closing transmission channel"}
-	errPerIP             = &SMTPError{Code: 421, Message: "Too many connections from your address, closing transmission channel"}
-	errWaitTimeout       = &SMTPError{Code: 421, Message: "Service too busy, try again later, closing transmission channel"}
-	errPregreet          = &SMTPError{Code: 554, Message: "Protocol error, client talked before the greeting"}
-	errNonSMTP           = &SMTPError{Code: 554, Message: "Non-SMTP command, closing transmission channel"}
-	errSlowData          = &SMTPError{Code: 421, Message: "Data transfer too slow, closing transmission channel"}
-	errBufferedData      = &SMTPError{Code: 452, Message: "Insufficient system storage, try again later"}
-	errXClientDenied     = &SMTPError{Code: 550, Message: "XCLIENT not permitted"}
-	errBadHelo           = &SMTPError{Code: 501, Message: "Syntax error in parameters or arguments"}
-	errTooManyParams     = &SMTPError{Code: 501, Message: "Too many parameters"}
-	errBdatSyntax        = &SMTPError{Code: 501, Message: "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"}
-	errNoChunking        = &SMTPError{Code: 502, Message: "Command not implemented"}
+	errTooManyRecipients = &SMTPError{Code: 452, EnhancedCode: "4.5.3", Message: "Too many recipients"}
+	errCommandTooLong    = &SMTPError{Code: 500, EnhancedCode: "5.5.2", Message: "Line too long"}
+	errAuthTooLong       = &SMTPError{Code: 500, EnhancedCode: "5.5.6", Message: "AUTH response too long"}
+	errTooManyErrors     = &SMTPError{Code: 421, EnhancedCode: "4.7.0", Message: "Too many errors, closing transmission channel"}
+	errTooManyJunk       = &SMTPError{Code: 421, EnhancedCode: "4.7.0", Message: "Too many commands without mail, closing transmission channel"}
+	errPerIP             = &SMTPError{Code: 421, EnhancedCode: "4.7.0", Message: "Too many connections from your address, closing transmission channel"}
+	errWaitTimeout       = &SMTPError{Code: 421, EnhancedCode: "4.3.2", Message: "Service too busy, try again later, closing transmission channel"}
+	errPregreet          = &SMTPError{Code: 554, EnhancedCode: "5.5.1", Message: "Protocol error, client talked before the greeting"}
+	errNonSMTP           = &SMTPError{Code: 554, EnhancedCode: "5.5.1", Message: "Non-SMTP command, closing transmission channel"}
+	errSlowData          = &SMTPError{Code: 421, EnhancedCode: "4.4.2", Message: "Data transfer too slow, closing transmission channel"}
+	errBufferedData      = &SMTPError{Code: 452, EnhancedCode: "4.3.1", Message: "Insufficient system storage, try again later"}
+	errXClientDenied     = &SMTPError{Code: 550, EnhancedCode: "5.7.0", Message: "XCLIENT not permitted"}
+	errBadHelo           = &SMTPError{Code: 501, EnhancedCode: "5.5.2", Message: "Syntax error in parameters or arguments"}
+	errTooManyParams     = &SMTPError{Code: 501, EnhancedCode: "5.5.4", Message: "Too many parameters"}
+	errBdatSyntax        = &SMTPError{Code: 501, EnhancedCode: "5.5.4", Message: "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"}
 )
 
 // The server's success replies (hooks may replace some with their own).
 var (
-	replyOK        = &SMTPError{Code: 250, Message: "OK"}
-	replyMailOK    = &SMTPError{Code: 250, Message: "OK"}
-	replyRcptOK    = &SMTPError{Code: 250, Message: "OK"}
-	replyDelivered = &SMTPError{Code: 250, Message: "Requested mail action okay, completed"}
-	replyBye       = &SMTPError{Code: 221, Message: "Service closing transmission channel"}
-	replyAuthOK    = &SMTPError{Code: 235, Message: "OK"}
-	replyStartTLS  = &SMTPError{Code: 220, Message: "Ready to start TLS"}
+	replyOK        = &SMTPError{Code: 250, EnhancedCode: "2.0.0", Message: "OK"}
+	replyMailOK    = &SMTPError{Code: 250, EnhancedCode: "2.1.0", Message: "OK"}
+	replyRcptOK    = &SMTPError{Code: 250, EnhancedCode: "2.1.5", Message: "OK"}
+	replyDelivered = &SMTPError{Code: 250, EnhancedCode: "2.0.0", Message: "Requested mail action okay, completed"}
+	replyBye       = &SMTPError{Code: 221, EnhancedCode: "2.0.0", Message: "Service closing transmission channel"}
+	replyAuthOK    = &SMTPError{Code: 235, EnhancedCode: "2.7.0", Message: "OK"}
+	replyStartTLS  = &SMTPError{Code: 220, EnhancedCode: "2.0.0", Message: "Ready to start TLS"}
 )
-
-// enhancedCodes are the RFC 3463 codes of the predefined and the server's own
-// replies, sent with EnhancedStatusCodes on when the reply carries none itself.
-var enhancedCodes = map[*SMTPError]string{
-	SMTPError421: "4.3.2", SMTPError432: "4.7.12", SMTPError450: "4.2.0", SMTPError451: "4.3.0",
-	SMTPError452: "4.3.1", SMTPError454: "4.7.0", SMTPError500: "5.5.2", SMTPError501: "5.5.4",
-	SMTPError502: "5.5.1", SMTPError503: "5.5.1", SMTPError504: "5.5.4", SMTPError521: "5.3.2",
-	SMTPError530: "5.7.0", SMTPError534: "5.7.9", SMTPError535: "5.7.8", SMTPError538: "5.7.11",
-	SMTPError550: "5.1.1", SMTPError552: "5.3.4", SMTPError553: "5.1.3", SMTPError554: "5.0.0",
-	SMTPError555: "5.5.4",
-
-	errBusy: "4.3.2", errTLSRequired: "5.7.0", errPipelining: "5.5.0", errCRLF: "5.5.2",
-	errLineTooLong: "4.5.0", errTimeout: "4.4.2", errAuthFailures: "4.7.0",
-	errTooManyRecipients: "4.5.3", errStartTLSSyntax: "5.5.4", errCommandTooLong: "5.5.2",
-	errAuthTooLong: "5.5.6", errTooManyErrors: "4.7.0", errTooManyJunk: "4.7.0", errPerIP: "4.7.0",
-	errWaitTimeout: "4.3.2", errPregreet: "5.5.1", errNonSMTP: "5.5.1", errSlowData: "4.4.2",
-	errBufferedData: "4.3.1", errXClientDenied: "5.7.0", errBadHelo: "5.5.2", errTooManyParams: "5.5.4",
-	errBdatSyntax: "5.5.4", errNoChunking: "5.5.1",
-
-	replyOK: "2.0.0", replyMailOK: "2.1.0", replyRcptOK: "2.1.5", replyDelivered: "2.0.0",
-	replyBye: "2.0.0", replyAuthOK: "2.7.0", replyStartTLS: "2.0.0",
-}
 
 // ErrServerClosed is returned by Serve, and by Start's listeners, after Shutdown or Close.
 var ErrServerClosed = errors.New("smtpd: Server closed")
@@ -142,19 +120,7 @@ func validEnhanced(code int, enh string) bool {
 		return false
 	}
 	subject, detail, ok := strings.Cut(enh[2:], ".")
-	return ok && digits1to3(subject) && digits1to3(detail)
-}
-
-func digits1to3(s string) bool {
-	if len(s) < 1 || len(s) > 3 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return ok && isDigits(subject, 1, 3) && isDigits(detail, 1, 3)
 }
 
 // asSMTPError finds the error reply (4xx or 5xx SMTPError) in err's chain; any other
@@ -186,3 +152,12 @@ func asSuccess(err error) *SMTPError {
 	}
 	return nil
 }
+
+// wrappedReply is an SMTPError reply with the error that caused it, for the log.
+type wrappedReply struct {
+	reply *SMTPError
+	err   error
+}
+
+func (w *wrappedReply) Error() string   { return w.err.Error() + " (" + strconv.Itoa(w.reply.Code) + ")" }
+func (w *wrappedReply) Unwrap() []error { return []error{w.reply, w.err} }

@@ -119,7 +119,7 @@ func ExampleSMTPError() {
 	custom := &smtpd.SMTPError{Code: 550, EnhancedCode: "5.7.1", Message: "Relaying denied"}
 	fmt.Println("custom:", custom)
 
-	// What a client sees.
+	// What a client sees: the enhanced codes only with EnhancedStatusCodes on.
 	srv := &smtpd.Server{Handler: h, Hosts: "127.0.0.1", Ports: "0", Logger: slog.New(slog.DiscardHandler)}
 	if err := srv.Start(); err != nil {
 		fmt.Println("start:", err)
@@ -135,7 +135,7 @@ func ExampleSMTPError() {
 	c.Mail("me@example.org")
 	fmt.Println("client:", c.Rcpt("joe@blocked.example"))
 	// Output:
-	// logged: recipient joe@blocked.example is on the block list: 550 Requested action not taken: mailbox unavailable
+	// logged: recipient joe@blocked.example is on the block list: 550 5.1.1 Requested action not taken: mailbox unavailable
 	// reply:  550 Requested action not taken: mailbox unavailable
 	// is SMTPError550: true
 	// custom: 550 5.7.1 Relaying denied

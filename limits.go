@@ -3,8 +3,6 @@ package smtpd
 import (
 	"context"
 	"log/slog"
-	"runtime"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -27,13 +25,13 @@ const (
 const dataRateGrace = 2 * time.Second
 
 // stressed reports whether the server is in stress mode: connections wait for a slot.
-func (s *Session) stressed() bool { return s.srv.adm.waitingNow() > 0 }
+func (c *conn) stressed() bool { return c.srv.adm.waitingNow() > 0 }
 
 // timeout is the time a client has for one request (a whole line): IOCmdTimeout,
 // at most stressTimeout in stress mode; 0 is none.
-func (s *Session) timeout() time.Duration {
-	t := s.cfg.timeout
-	if s.stressed() && (t == 0 || t > stressTimeout) {
+func (c *conn) timeout() time.Duration {
+	t := c.cfg.timeout
+	if c.stressed() && (t == 0 || t > stressTimeout) {
 		t = stressTimeout
 	}
 	return t
@@ -41,37 +39,37 @@ func (s *Session) timeout() time.Duration {
 
 // stressLimit returns limit, or lower in stress mode; limit < 0 means none (the
 // operator's explicit choice, kept under stress too).
-func (s *Session) stressLimit(limit, stress int) int {
-	if limit >= 0 && s.stressed() && (limit == 0 || limit > stress) {
+func (c *conn) stressLimit(limit, stress int) int {
+	if limit >= 0 && c.stressed() && (limit == 0 || limit > stress) {
 		return stress
 	}
 	return limit
 }
 
 // overErrorLimit reports whether the error just counted is one past MaxErrors.
-func (s *Session) overErrorLimit() bool {
-	max := s.stressLimit(s.cfg.maxErrors, stressMaxErrors)
-	return max >= 0 && s.errors > max
+func (c *conn) overErrorLimit() bool {
+	max := c.stressLimit(c.cfg.maxErrors, stressMaxErrors)
+	return max >= 0 && c.errors > max
 }
 
 // countJunk counts a junk command; past MaxJunkCommands it answers 421 and
 // returns false.
-func (s *Session) countJunk() bool {
-	s.junk++
-	max := s.stressLimit(s.cfg.maxJunk, stressMaxJunk)
-	if max < 0 || s.junk <= max {
+func (c *conn) countJunk() bool {
+	c.junk++
+	max := c.stressLimit(c.cfg.maxJunk, stressMaxJunk)
+	if max < 0 || c.junk <= max {
 		return true
 	}
-	s.srv.stats.limit(&s.srv.stats.MaxJunkCommands)
-	s.log().Warn("too many junk commands; closing", "junk", s.junk)
-	s.replyError(errTooManyJunk, true)
+	c.srv.stats.limit(&c.srv.stats.MaxJunkCommands)
+	c.log().Warn("too many junk commands; closing", "junk", c.junk)
+	c.replyError(errTooManyJunk, true)
 	return false
 }
 
 // minDataRate is the least average rate, in bytes/s, of a message transfer; 0 is none.
-func (s *Session) minDataRate() int {
-	r := s.cfg.minDataRate
-	if s.stressed() && r < stressMinDataRate {
+func (c *conn) minDataRate() int {
+	r := c.cfg.minDataRate
+	if c.stressed() && r < stressMinDataRate {
 		r = stressMinDataRate
 	}
 	return r
@@ -79,26 +77,26 @@ func (s *Session) minDataRate() int {
 
 // dataRateDeadline is, inside a transfer, the moment its average rate falls under
 // the minimum if no more bytes come.
-func (s *Session) dataRateDeadline() (time.Time, bool) {
-	rate := s.minDataRate()
-	if s.dataStart.IsZero() || rate <= 0 {
+func (c *conn) dataRateDeadline() (time.Time, bool) {
+	rate := c.minDataRate()
+	if c.dataStart.IsZero() || rate <= 0 {
 		return time.Time{}, false
 	}
-	allowed := time.Duration(float64(s.dataBytes) / float64(rate) * float64(time.Second))
-	return s.dataStart.Add(dataRateGrace + allowed), true
+	allowed := time.Duration(float64(c.dataBytes) / float64(rate) * float64(time.Second))
+	return c.dataStart.Add(dataRateGrace + allowed), true
 }
 
 // withinConnectionLimits refuses a connection over MaxConnections or
 // MaxConnectionsPerIP with 421.
-func (s *Session) withinConnectionLimits() bool {
+func (c *conn) withinConnectionLimits() bool {
 	switch {
-	case s.overLimit:
-		s.srv.stats.limit(&s.srv.stats.MaxConnections)
-		s.log().Warn("too many connections; refused", "max_connections", s.cfg.maxConnections)
-		s.replyError(errBusy, true)
+	case c.overLimit:
+		c.srv.stats.limit(&c.srv.stats.MaxConnections)
+		c.log().Warn("too many connections; refused", "max_connections", c.cfg.maxConnections)
+		c.replyError(errBusy, true)
 		return false
-	case !s.srv.countIP(s):
-		s.refusePerIP()
+	case !c.srv.countIP(c):
+		c.refusePerIP()
 		return false
 	}
 	return true
@@ -106,75 +104,62 @@ func (s *Session) withinConnectionLimits() bool {
 
 // refusePerIP answers a connection over MaxConnectionsPerIP (counted under its
 // address as sent, or as PROXY or XCLIENT gave it) with 421: counted and logged.
-func (s *Session) refusePerIP() {
-	s.srv.stats.limit(&s.srv.stats.MaxConnectionsPerIP)
-	s.log().Warn("too many connections from one address; refused", "max_per_ip", s.cfg.maxPerIP)
-	s.replyError(errPerIP, true)
+func (c *conn) refusePerIP() {
+	c.srv.stats.limit(&c.srv.stats.MaxConnectionsPerIP)
+	c.log().Warn("too many connections from one address; refused", "max_per_ip", c.cfg.maxPerIP)
+	c.replyError(errPerIP, true)
 }
 
 // countIP counts s against MaxConnectionsPerIP under its RemoteIP; false when that
 // address has its maximum already.
-func (srv *Server) countIP(s *Session) bool {
+func (srv *Server) countIP(c *conn) bool {
 	if srv.cfg.maxPerIP <= 0 {
 		return true
 	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	if srv.perIP[s.RemoteIP] >= srv.cfg.maxPerIP {
+	if srv.perIP[c.s.RemoteIP] >= srv.cfg.maxPerIP {
 		return false
 	}
-	srv.perIP[s.RemoteIP]++
-	s.ipCounted = s.RemoteIP
+	srv.perIP[c.s.RemoteIP]++
+	c.ipCounted = c.s.RemoteIP
 	return true
 }
 
 // uncountIP takes s out of the per-address counts.
-func (srv *Server) uncountIP(s *Session) {
-	if s.ipCounted == "" {
+func (srv *Server) uncountIP(c *conn) {
+	if c.ipCounted == "" {
 		return
 	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	if srv.perIP[s.ipCounted]--; srv.perIP[s.ipCounted] <= 0 {
-		delete(srv.perIP, s.ipCounted)
+	if srv.perIP[c.ipCounted]--; srv.perIP[c.ipCounted] <= 0 {
+		delete(srv.perIP, c.ipCounted)
 	}
-	s.ipCounted = ""
+	c.ipCounted = ""
 }
 
 // reserveBuffered grows this session's share of MaxBufferedData to size bytes;
 // false when the server-wide budget does not allow it.
-func (s *Session) reserveBuffered(size int) bool {
-	if size <= s.reserved {
+func (c *conn) reserveBuffered(size int) bool {
+	if size <= c.reserved {
 		return true
 	}
-	if !s.srv.buffered.reserve(int64(size-s.reserved), int64(s.cfg.maxBuffered)) {
+	if !c.srv.buffered.reserve(int64(size-c.reserved), int64(c.cfg.maxBuffered)) {
 		return false
 	}
-	s.reserved = size
+	c.reserved = size
 	return true
 }
 
 // releaseBuffered gives this session's buffered message data, and its share of
 // MaxBufferedData, back.
-func (s *Session) releaseBuffered() {
-	s.Message.Data = nil
-	if s.reserved > 0 {
-		s.srv.buffered.release(int64(s.reserved))
-		if s.reserved >= collectAfterGrowth {
-			runtime.GC() // its memory reused by the next message, not added to
-			s.srv.returnMemory()
-		}
-		s.reserved = 0
+func (c *conn) releaseBuffered() {
+	c.s.Message.Data = nil
+	if c.reserved > 0 {
+		c.srv.buffered.release(int64(c.reserved))
+		c.reserved = 0
 	}
-}
-
-// returnMemory gives the memory of large messages back to the operating system at
-// once (not minutes later, as the runtime's scavenger would), at most once a second.
-func (srv *Server) returnMemory() {
-	if !onceASecond(&srv.lastFreeOS) {
-		return
-	}
-	go debug.FreeOSMemory() // a GC and a scavenge; the session need not wait
 }
 
 // onceASecond reports whether a second has passed since it last said yes for last
@@ -189,33 +174,33 @@ func onceASecond(last *atomic.Int64) bool {
 // accepted records a message delivered to rcpts recipients: counted, logged once
 // at Info, and the error and junk counts start again (Postfix's limits are
 // "without delivering mail").
-func (s *Session) accepted(size, rcpts int) {
-	s.srv.stats.MessagesAccepted.Add(1)
-	s.srv.stats.BytesAccepted.Add(int64(size))
-	s.errors, s.junk = 0, 0
-	if !s.cfg.logger.Enabled(context.Background(), slog.LevelInfo) {
+func (c *conn) accepted(size, rcpts int) {
+	c.srv.stats.MessagesAccepted.Add(1)
+	c.srv.stats.BytesAccepted.Add(int64(size))
+	c.errors, c.junk = 0, 0
+	if !c.cfg.logger.Enabled(context.Background(), slog.LevelInfo) {
 		return // the session's logger is not even made
 	}
-	s.log().LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
-		slog.String("from", excerpt(s.Envelope.From)), slog.Int("rcpts", rcpts),
-		slog.Int("bytes", size), slog.Duration("duration", time.Since(s.Message.ReceivedAt).Round(time.Millisecond)))
+	c.log().LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
+		slog.String("from", excerpt(c.s.Envelope.From)), slog.Int("rcpts", rcpts),
+		slog.Int("bytes", size), slog.Duration("duration", time.Since(c.s.Message.ReceivedAt).Round(time.Millisecond)))
 }
 
 // greetDelay holds the banner back for GreetDelay; a client that talks first is a
 // pregreet: 554 and closed.
-func (s *Session) greetDelay() bool {
-	if s.cfg.greetDelay <= 0 {
+func (c *conn) greetDelay() bool {
+	if c.cfg.greetDelay <= 0 {
 		return true
 	}
 	// The end of the wait is answered as a slot wait's is: a client that talked
 	// first gets its 554 and is counted (it used to be closed without a reply).
-	switch res := s.watchSilence(s.cfg.greetDelay, nil); res {
+	switch res := c.watchSilence(c.cfg.greetDelay, nil); res {
 	case watchTimeout:
 		return true
 	case watchGone:
-		s.log().Debug("client left during GreetDelay")
+		c.log().Debug("client left during GreetDelay")
 	default:
-		s.watchFailed(res)
+		c.watchFailed(res)
 	}
 	return false
 }

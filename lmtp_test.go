@@ -157,7 +157,7 @@ func TestLMTPRepliesPerRecipient(t *testing.T) {
 				return errors.New("disk on fire")
 			}
 			return &SMTPError{Code: 250, Message: "Stored in INBOX"}
-		}, want: []bdatReply{{452, "4.2.2 Mailbox full"}, {451, protoText451}, {250, "Stored in INBOX"}}, calls: rcpts},
+		}, want: []bdatReply{{452, "Mailbox full"}, {451, protoText451}, {250, "Stored in INBOX"}}, calls: rcpts},
 		{name: "OnMessage error: the same reply for each", message: func(*Session) error { return SMTPError554 },
 			want: []bdatReply{{554, "Transaction failed"}, {554, "Transaction failed"}, {554, "Transaction failed"}}},
 		{name: "OnMessage error without RecipientHandler", plain: true, message: func(*Session) error { return errors.New("x") },

@@ -107,9 +107,9 @@ func TestProtocolHookErrors(t *testing.T) {
 		closed bool
 	}{
 		{"smtpd.SMTPError direct", smtpd.SMTPError550, 550, "Requested action not taken: mailbox unavailable", false},
-		{"smtpd.SMTPError with enhanced code", custom, 550, "5.7.1 No thanks", false},
+		{"smtpd.SMTPError with enhanced code", custom, 550, "No thanks", false}, // no code: EnhancedStatusCodes is off (RFC 2034),
 		{"smtpd.SMTPError wrapped", fmt.Errorf("spammer %s: %w", "1.2.3.4", smtpd.SMTPError554), 554, "Transaction failed", false},
-		{"smtpd.SMTPError wrapped twice", fmt.Errorf("outer: %w", fmt.Errorf("inner: %w", custom)), 550, "5.7.1 No thanks", false},
+		{"smtpd.SMTPError wrapped twice", fmt.Errorf("outer: %w", fmt.Errorf("inner: %w", custom)), 550, "No thanks", false},
 		{"smtpd.SMTPError multi-line", &smtpd.SMTPError{Code: 550, Message: "first\nsecond"}, 550, "first\nsecond", false},
 		{"plain error", errors.New("database down"), 451, smtpd.ProtoText451, false},
 		{"joined plain errors", errors.Join(errors.New("a"), errors.New("b")), 451, smtpd.ProtoText451, false},
@@ -442,7 +442,7 @@ func TestProtocolHookSuccessReplies(t *testing.T) {
 		{name: "OnRcptTo 251 keeps the recipient", final: 250,
 			finalText: smtpd.ProtoText250Data, delivered: true},
 		{name: "OnMessage custom 250", message: &smtpd.SMTPError{Code: 250, EnhancedCode: "2.0.0", Message: "Queued as Q1"},
-			final: 250, finalText: "2.0.0 Queued as Q1", delivered: true},
+			final: 250, finalText: "Queued as Q1", delivered: true},
 		{name: "OnDataStart 2xx is a mistake", dataStart: &smtpd.SMTPError{Code: 250, Message: "fine"},
 			final: 451, delivered: false},
 	}

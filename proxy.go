@@ -16,28 +16,28 @@ import (
 // header closes the connection without a banner (false). LOCAL and UNKNOWN headers
 // (health checks) keep the real peer. Connections from elsewhere are served as
 // they are: a PROXY header from them is an unknown command like any other text.
-func (s *Session) readProxyHeader() bool {
-	if s.cfg.proxyNets == nil || !inNetworks(s.cfg.proxyNets, s.RemoteIP) {
+func (c *conn) readProxyHeader() bool {
+	if c.cfg.proxyNets == nil || !inNetworks(c.cfg.proxyNets, c.s.RemoteIP) {
 		return true
 	}
-	if s.cfg.timeout > 0 {
-		s.raw.SetReadDeadline(time.Now().Add(s.cfg.timeout))
+	if c.cfg.timeout > 0 {
+		c.raw.SetReadDeadline(time.Now().Add(c.cfg.timeout))
 	}
-	h, err := proxyproto.Read(s.raw)
-	s.raw.SetReadDeadline(time.Time{})
+	h, err := proxyproto.Read(c.raw)
+	c.raw.SetReadDeadline(time.Time{})
 	if err != nil {
-		s.srv.stats.limit(&s.srv.stats.ProxyRefused)
-		s.log().Warn("no valid PROXY header from a trusted proxy; closing", "err", err)
+		c.srv.stats.limit(&c.srv.stats.ProxyRefused)
+		c.log().Warn("no valid PROXY header from a trusted proxy; closing", "err", err)
 		return false
 	}
 	if h.Local {
-		s.log().Debug("PROXY header without addresses (LOCAL/UNKNOWN): the proxy itself", "version", h.Version)
+		c.log().Debug("PROXY header without addresses (LOCAL/UNKNOWN): the proxy itself", "version", h.Version)
 		return true
 	}
-	s.ProxyIP = s.RemoteIP
-	s.RemoteIP, s.RemotePort = h.Source.Addr().String(), int(h.Source.Port())
-	s.setLogger()
-	s.log().Debug("PROXY header", "version", h.Version, "proxy", s.ProxyIP,
+	c.s.ProxyIP = c.s.RemoteIP
+	c.s.RemoteIP, c.s.RemotePort = h.Source.Addr().String(), int(h.Source.Port())
+	c.setLogger()
+	c.log().Debug("PROXY header", "version", h.Version, "proxy", c.s.ProxyIP,
 		"dest", h.Dest.Addr().String()+":"+strconv.Itoa(int(h.Dest.Port())))
 	return true
 }

@@ -161,7 +161,10 @@ func TestProxyUntrustedHeader(t *testing.T) {
 		open    bool  // the session goes on after them
 	}{
 		{"v1", proxyproto.Header{Version: 1, Source: src, Dest: dst}.Encode(), []int{500}, true},
-		{"v2", proxyproto.Header{Version: 2, Source: src, Dest: dst}.Encode(), []int{500, 500, 500, 221}, false},
+		// v2's signature is "\r\n\r\n\x00\r\nQUIT\n" and binary: the empty lines and
+		// the NUL are 500; its QUIT is 500 too (PIPELINING: the binary rest came
+		// with it); the rest ends as a line of its own when the client sends CRLF.
+		{"v2", append(proxyproto.Header{Version: 2, Source: src, Dest: dst}.Encode(), "\r\n"...), []int{500, 500, 500, 500, 500}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

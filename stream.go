@@ -9,31 +9,10 @@ import (
 	"sync"
 )
 
-// This file is the streaming path: a Handler that implements MessageStreamer gets
-// the message as an io.Reader while it arrives, and nothing is gathered in
-// Message.Data. The rules are the buffered path's (feed and finish in data.go); only
-// where the bytes go differs.
-
-// MessageStreamer is an optional interface of a Handler, as http.Flusher is of an
-// http.ResponseWriter. A Handler that implements it gets each message (DATA or
-// BDAT) as a reader of the dot-unstuffed, CRLF-mode-processed bytes, and nothing is
-// gathered in Message.Data, so memory per session stays bounded by the buffers
-// whatever the message size.
-//
-// OnDataStart runs first, as for the buffered path; OnDataReceiving and
-// OnDataHeaders do not run; OnMessage is not called. The reader ends (io.EOF) at the
-// real end of data — <CRLF>.<CRLF> or the LAST chunk, the smuggling rules unchanged —
-// or fails with an error wrapping SMTPError552 past MaxMessageSize, with one wrapping
-// the CRLFStrict reply when the message had a bare line end, or with
-// io.ErrUnexpectedEOF when the client left. What the hook leaves unread is read and
-// discarded; its return value answers the final dot as OnMessage's would (nil: 250),
-// unless the data broke a rule, whose reply wins. Message.Bytesize is the number of
-// bytes streamed. OnMessageStream runs on a goroutine of its own while the session
-// reads the data; it must not touch the Session's Message, and it returns before
-// any other hook of the session runs.
-type MessageStreamer interface {
-	OnMessageStream(s *Session, r io.Reader) error
-}
+// This file is the streaming path: a Handler that implements MessageStreamer (see
+// handler.go) gets the message as an io.Reader while it arrives, and nothing is
+// gathered in Message.Data. The rules are the buffered path's (feed and finish in
+// data.go); only where the bytes go differs.
 
 // streamBufferSize is how much message data is handed to the stream hook at once:
 // one goroutine hand-off per 8 KiB, not one per line (more only adds memory per
@@ -42,8 +21,13 @@ const streamBufferSize = 8 << 10
 
 var streamWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, streamBufferSize) }}
 
-// errStreamClosed is what the session's writes see once the hook stopped reading.
-var errStreamClosed = errors.New("smtpd: OnMessageStream returned")
+var (
+	// errStreamClosed is what the session's writes see once the hook stopped reading.
+	errStreamClosed = errors.New("smtpd: OnMessageStream returned")
+	// errStreamGoexit is the result of a stream hook that never returned: it called
+	// runtime.Goexit. A 421: the message was not handled.
+	errStreamGoexit = fmt.Errorf("OnMessageStream called runtime.Goexit: %w", SMTPError421)
+)
 
 // messageStream is one message being streamed to the hook.
 type messageStream struct {
@@ -55,24 +39,28 @@ type messageStream struct {
 	closed bool
 }
 
-// openStream starts the stream hook on its own goroutine.
-func (s *Session) openStream(ms MessageStreamer) *messageStream {
-	s.log() // made here: the hook's goroutine may log through it
+// openStream starts the stream hook on its own goroutine. However the hook ends —
+// a return, a panic, runtime.Goexit (t.FailNow in a test's handler) — its result
+// reaches the session; only a return can be a 250.
+func (c *conn) openStream(ms MessageStreamer) *messageStream {
+	c.log() // made here: the hook's goroutine may log through it
 	pr, pw := io.Pipe()
 	st := &messageStream{pw: pw, done: make(chan error, 1)}
 	st.w = streamWriters.Get().(*bufio.Writer)
 	st.w.Reset(pw)
 	go func() {
-		var err error
+		err := errStreamGoexit
 		defer func() {
 			if v := recover(); v != nil {
-				s.log().Error("panic in OnMessageStream; connection closed", "panic", v, "stack", string(debug.Stack()))
+				c.log().Error("panic in OnMessageStream; connection closed", "panic", v, "stack", string(debug.Stack()))
 				err = fmt.Errorf("panic in OnMessageStream: %v: %w", v, SMTPError421)
+			} else if err == errStreamGoexit {
+				c.log().Error("OnMessageStream called runtime.Goexit (t.FailNow?); connection closed")
 			}
 			pr.CloseWithError(errStreamClosed)
 			st.done <- err
 		}()
-		err = ms.OnMessageStream(s, pr)
+		err = ms.OnMessageStream(c.s, pr)
 	}()
 	return st
 }

@@ -48,33 +48,33 @@ func clip(s string, n int) string {
 }
 
 // traceSent logs a reply at Debug.
-func (s *Session) traceSent(reply string) {
-	if s.debug {
-		s.log().Debug("send", "line", clip(strings.TrimRight(reply, "\r\n"), maxTraced))
+func (c *conn) traceSent(reply string) {
+	if c.debug {
+		c.log().Debug("send", "line", clip(strings.TrimRight(reply, "\r\n"), maxTraced))
 	}
 }
 
 // traceRecv logs a received command line at Debug, hiding AUTH's initial response
 // and any line that may be an AUTH response sent out of turn (one base64 word that
 // is not a command: after a refused AUTH, a client's credentials arrive as commands).
-func (s *Session) traceRecv(line []byte) {
-	if !s.debug {
+func (c *conn) traceRecv(line []byte) {
+	if !c.debug {
 		return
 	}
 	switch {
 	case maybeCredential(line):
-		s.log().Debug("recv", "line", "*** (a base64 word, hidden: it may be a credential)")
+		c.log().Debug("recv", "line", "*** (a base64 word, hidden: it may be a credential)")
 	case isAuthLine(line):
-		s.log().Debug("recv", "line", redactAuth(string(line)))
+		c.log().Debug("recv", "line", redactAuth(string(line)))
 	default:
-		s.log().Debug("recv", "line", clip(string(line), maxTraced))
+		c.log().Debug("recv", "line", clip(string(line), maxTraced))
 	}
 }
 
 // traceSecret logs that an AUTH response was received, without it.
-func (s *Session) traceSecret() {
-	if s.debug {
-		s.log().Debug("recv", "line", "*** (AUTH response)")
+func (c *conn) traceSecret() {
+	if c.debug {
+		c.log().Debug("recv", "line", "*** (AUTH response)")
 	}
 }
 
@@ -100,10 +100,6 @@ func isAuthLine(line []byte) bool {
 	}
 	line = line[i:]
 	return len(line) >= 4 && equalFoldASCII(line, "AUTH") && (len(line) == 4 || isSpace(line[4]))
-}
-
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r' || c == '\n'
 }
 
 // redactAuth returns an AUTH line with its mechanism only, any initial response

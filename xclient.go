@@ -29,26 +29,26 @@ type xclientUpdate struct {
 // cmdXClient replaces the session's client attributes and restarts the session
 // with a new banner, as Postfix does: the client must send EHLO again; AUTH state
 // is cleared unless LOGIN= sets it; TLS stays.
-func (s *Session) cmdXClient(args string) error {
+func (c *conn) cmdXClient(args string) error {
 	switch {
-	case !s.xclientOK:
-		s.srv.stats.limit(&s.srv.stats.XClientRefused)
+	case !c.xclientOK:
+		c.srv.stats.limit(&c.srv.stats.XClientRefused)
 		return errXClientDenied
-	case s.state > stateReady:
+	case c.phase > phaseReady:
 		return SMTPError503
 	}
 	u, err := parseXClient(args)
 	if err != nil {
 		return err
 	}
-	s.applyXClient(u)
-	if !s.srv.moveIP(s) {
-		s.refusePerIP()
+	c.applyXClient(u)
+	if !c.srv.moveIP(c) {
+		c.refusePerIP()
 		return nil
 	}
-	s.log().Info("XCLIENT", "remote_ip", s.RemoteIP, "remote_port", s.RemotePort, "name", excerpt(s.RemoteHost),
-		"helo", excerpt(s.Helo), "login", excerpt(s.AuthenticationID))
-	s.sendText(220, oneLine(s.LocalResponse))
+	c.log().Info("XCLIENT", "remote_ip", c.s.RemoteIP, "remote_port", c.s.RemotePort, "name", excerpt(c.s.RemoteHost),
+		"helo", excerpt(c.s.Helo), "login", excerpt(c.s.AuthenticationID))
+	c.sendText(220, oneLine(c.s.LocalResponse))
 	return nil
 }
 
@@ -99,29 +99,29 @@ func parseXClient(args string) (xclientUpdate, error) {
 }
 
 // applyXClient sets the session's attributes from u and restarts its state.
-func (s *Session) applyXClient(u xclientUpdate) {
+func (c *conn) applyXClient(u xclientUpdate) {
 	if u.addr != nil {
-		s.RemoteIP = *u.addr
-		s.RemoteHost = s.RemoteIP
+		c.s.RemoteIP = *u.addr
+		c.s.RemoteHost = c.s.RemoteIP
 	}
 	if u.port != nil {
-		s.RemotePort = *u.port
+		c.s.RemotePort = *u.port
 	}
 	if u.name != nil {
-		s.RemoteHost = *u.name
+		c.s.RemoteHost = *u.name
 	}
-	s.abandonTransaction()
-	s.state = stateGreet
-	s.Helo, s.xclientHelo = "", false
+	c.abandonTransaction()
+	c.phase = phaseGreet
+	c.s.Helo, c.xclientHelo = "", false
 	if u.helo != nil && !isUnavailable(*u.helo) {
-		s.Helo, s.xclientHelo = *u.helo, true
+		c.s.Helo, c.xclientHelo = *u.helo, true
 	}
-	s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt, s.AuthMechanism = "", "", time.Time{}, ""
+	c.s.AuthorizationID, c.s.AuthenticationID, c.s.AuthenticatedAt, c.s.AuthMechanism = "", "", time.Time{}, ""
 	if u.login != nil && !isUnavailable(*u.login) {
-		s.AuthorizationID, s.AuthenticationID, s.AuthenticatedAt = *u.login, *u.login, time.Now().UTC()
+		c.s.AuthorizationID, c.s.AuthenticationID, c.s.AuthenticatedAt = *u.login, *u.login, time.Now().UTC()
 	}
 	if u.addr != nil || u.port != nil {
-		s.setLogger()
+		c.setLogger()
 	}
 }
 
@@ -152,45 +152,12 @@ func isUnavailable(v string) bool {
 	return keywordASCII(v, xclientUnavailable, xclientTempUnavail) != ""
 }
 
-// decodeXtext decodes RFC 3461 xtext: "+" and two upper-case hex digits stand for
-// a byte; other bytes are printable ASCII except "+" and "=".
-func decodeXtext(s string) (string, error) {
-	if !strings.Contains(s, "+") {
-		for i := 0; i < len(s); i++ {
-			if s[i] < '!' || s[i] > '~' || s[i] == '=' {
-				return "", SMTPError501
-			}
-		}
-		return s, nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '+':
-			if i+2 >= len(s) || !isUpperHex(s[i+1]) || !isUpperHex(s[i+2]) {
-				return "", SMTPError501
-			}
-			n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
-			b.WriteByte(byte(n))
-			i += 2
-		case c < '!' || c > '~' || c == '=':
-			return "", SMTPError501
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), nil
-}
-
-func isUpperHex(c byte) bool { return '0' <= c && c <= '9' || 'A' <= c && c <= 'F' }
-
 // moveIP moves s's per-address count to its new RemoteIP; false when that address
 // has its maximum of connections already.
-func (srv *Server) moveIP(s *Session) bool {
-	if s.ipCounted == s.RemoteIP || s.ipCounted == "" && srv.cfg.maxPerIP <= 0 {
+func (srv *Server) moveIP(c *conn) bool {
+	if c.ipCounted == c.s.RemoteIP || c.ipCounted == "" && srv.cfg.maxPerIP <= 0 {
 		return true
 	}
-	srv.uncountIP(s)
-	return srv.countIP(s)
+	srv.uncountIP(c)
+	return srv.countIP(c)
 }

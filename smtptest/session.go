@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/midismtp/smtpd"
-	"github.com/midismtp/smtpd/internal/sessionlink"
 )
 
 // sessions numbers the Sessions NewSession makes, for their IDs.
@@ -32,16 +31,10 @@ var sessions atomic.Uint64
 // (TLSState) report none.
 func NewSession(t testing.TB) *smtpd.Session {
 	t.Helper()
-	if sessionlink.New == nil {
-		t.Fatal("smtptest: NewSession: package smtpd did not register its session constructor")
-	}
 	log := newTestLog(t, slog.LevelDebug, 0)
 	t.Cleanup(log.stop)
 	id := "smtptest-" + strconv.FormatUint(sessions.Add(1), 10)
-	s, ok := sessionlink.New(t.Context(), log.logger(), id).(*smtpd.Session)
-	if !ok || s == nil {
-		t.Fatal("smtptest: NewSession: package smtpd gave no *smtpd.Session")
-	}
+	s := smtpd.NewSession(t.Context(), log.logger(), id)
 	const local, remote = "127.0.0.1", "127.0.0.1"
 	s.LocalIP, s.LocalHost, s.LocalPort = local, local, 2525
 	s.RemoteIP, s.RemoteHost, s.RemotePort = remote, remote, 49152

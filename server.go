@@ -1,22 +1,3 @@
-// Package smtpd is an embeddable, highly customizable SMTP server: the Go port of
-// Ruby's MidiSmtpServer. An application sets the options of a Server, implements the
-// Handler hooks it cares about (connect, HELO, AUTH, MAIL FROM, RCPT TO, the DATA
-// stream, the finished message, unknown commands) by embedding BaseHandler, and calls
-// Start. The library does nothing with a message but hand it to OnMessage.
-//
-// Standards covered:
-//   - RFC 5321: SMTP (commands, replies, command sequencing, path syntax and length
-//     limits, DATA and dot-stuffing, <CRLF>.<CRLF> as the only end of data)
-//   - RFC 1869 / RFC 5321 4.1.1.11: ESMTP parameters (unknown ones: 555)
-//   - RFC 2920: PIPELINING (off by default)
-//   - RFC 6152: 8BITMIME, and RFC 6531: SMTPUTF8 (Internationalization)
-//   - RFC 4954: AUTH, with RFC 4616 PLAIN and the LOGIN mechanism
-//   - RFC 3207: STARTTLS, and RFC 8314: implicit TLS ports
-//   - RFC 3463 enhanced status codes, where a hook's SMTPError carries one
-//
-// Where MidiSmtpServer breaks an RFC or is unsafe (SMTP smuggling, STARTTLS command
-// injection, state kept across STARTTLS, plaintext AUTH), this package follows the
-// RFC; docs/midi-smtp-server.md lists each difference.
 package smtpd
 
 import (
@@ -220,9 +201,9 @@ type Server struct {
 	started   bool
 	listeners []net.Listener
 	addrs     []net.Addr
-	sessions  map[*Session]struct{}
+	conns     map[*conn]struct{}
 	loops     sync.WaitGroup // accept loops
-	conns     sync.WaitGroup // sessions
+	served    sync.WaitGroup // connections being served
 	closing   chan struct{}  // closed when Shutdown or Close begins
 	isClosing atomic.Bool
 
@@ -232,7 +213,6 @@ type Server struct {
 	stats        serverStats
 	buffered     budget // MaxBufferedData
 	lastWaitWarn atomic.Int64
-	lastFreeOS   atomic.Int64
 	nextID       atomic.Uint64
 	idPrefix     string // random per Server, so session IDs differ across restarts
 
@@ -275,7 +255,7 @@ func (srv *Server) Wait() {
 	}
 	<-srv.closing
 	srv.loops.Wait()
-	srv.conns.Wait()
+	srv.served.Wait()
 }
 
 // Shutdown stops the server gracefully: the listeners close at once; idle sessions
@@ -289,13 +269,13 @@ func (srv *Server) Shutdown(ctx context.Context) error {
 		return err
 	}
 	srv.beginClose()
-	for _, s := range srv.sessionList() {
-		s.interruptIdle()
+	for _, c := range srv.connList() {
+		c.interruptIdle()
 	}
 	done := make(chan struct{})
 	go func() {
 		srv.loops.Wait()
-		srv.conns.Wait()
+		srv.served.Wait()
 		close(done)
 	}()
 	select {
@@ -319,8 +299,8 @@ func (srv *Server) Close() error {
 	}
 	srv.beginClose()
 	var wg sync.WaitGroup
-	for _, s := range srv.sessionList() {
-		wg.Go(func() { s.abort(SMTPError421) }) // concurrently: each may wait ~1 s on a stuck write
+	for _, c := range srv.connList() {
+		wg.Go(c.abort) // concurrently: each may wait ~1 s on a stuck write
 	}
 	wg.Wait()
 	srv.cancelBase()
@@ -341,12 +321,13 @@ func (srv *Server) beginClose() {
 	}
 }
 
-func (srv *Server) sessionList() []*Session {
+// connList returns the connections being served now.
+func (srv *Server) connList() []*conn {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	list := make([]*Session, 0, len(srv.sessions))
-	for s := range srv.sessions {
-		list = append(list, s)
+	list := make([]*conn, 0, len(srv.conns))
+	for c := range srv.conns {
+		list = append(list, c)
 	}
 	return list
 }

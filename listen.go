@@ -180,7 +180,7 @@ func (srv *Server) acceptLoop(l boundListener) error {
 	}
 }
 
-// startSession registers the connection and serves it in a new goroutine.
+// startSession registers the connection and serves it on a goroutine of its own.
 func (srv *Server) startSession(c net.Conn, implicitTLS bool) {
 	srv.mu.Lock()
 	if srv.isClosing.Load() {
@@ -188,21 +188,22 @@ func (srv *Server) startSession(c net.Conn, implicitTLS bool) {
 		c.Close()
 		return
 	}
-	s := newSession(srv, c, implicitTLS)
+	cn := newConn(srv, c, implicitTLS)
 	// Decided here, in accept order, so that a burst refuses the newest ones.
-	s.overLimit = srv.cfg.maxConnections > 0 && srv.connections.Load() >= srv.cfg.maxConnections
-	srv.sessions[s] = struct{}{}
-	srv.conns.Add(1)
+	cn.overLimit = srv.cfg.maxConnections > 0 && srv.connections.Load() >= srv.cfg.maxConnections
+	srv.conns[cn] = struct{}{}
+	srv.served.Add(1)
 	srv.connections.Add(1)
 	srv.stats.ConnectionsTotal.Add(1)
 	srv.mu.Unlock()
-	go s.serve() // Session.end unregisters it and calls srv.conns.Done
-
+	go cn.serve() // conn.end unregisters it (forget)
 }
 
-func (srv *Server) endSession(s *Session) {
+// forget unregisters a connection that has ended.
+func (srv *Server) forget(c *conn) {
 	srv.mu.Lock()
-	delete(srv.sessions, s)
+	delete(srv.conns, c)
 	srv.mu.Unlock()
 	srv.connections.Add(-1)
+	srv.served.Done()
 }

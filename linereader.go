@@ -8,35 +8,9 @@ import (
 	"sync"
 )
 
-// CRLFMode says how line ends in the DATA stream are handled and which ones a
-// command line may have. In every mode DATA ends only on <CRLF>.<CRLF>.
-type CRLFMode int
-
-const (
-	// CRLFEnsure (the default, as Postfix's "normalize") accepts CRLF and bare LF line
-	// ends and stores every line with CRLF. A bare CR is kept as data, never deleted.
-	CRLFEnsure CRLFMode = iota
-	// CRLFLeave accepts CRLF and bare LF line ends and stores every byte as sent.
-	// Message.CRLF follows the line end of the line last received.
-	CRLFLeave
-	// CRLFStrict refuses a bare CR or LF: a command line with one is answered
-	// "500 Bad input, Lines must be terminated by CRLF sequence" at once; a message
-	// with one is read to its real end and not delivered, the final dot getting that reply.
-	CRLFStrict
-)
-
-// String returns the mode's name: "ensure", "leave" or "strict".
-func (m CRLFMode) String() string {
-	switch m {
-	case CRLFEnsure:
-		return "ensure"
-	case CRLFLeave:
-		return "leave"
-	case CRLFStrict:
-		return "strict"
-	}
-	return "CRLFMode(?)"
-}
+// This file is the line reader: LF-ended lines from the connection, never more
+// than IOBufferMaxSize bytes of one line held, and while the session is idle no
+// buffer but a small one.
 
 // Limits of the lines that are parsed, line end not counted (RFC 5321 4.5.3.1.4
 // allows 512 octets for a command line, RFC 4954 4 12288 for an AUTH command or
@@ -59,15 +33,15 @@ var (
 
 // lineReader reads LF-ended lines from a bufio.Reader, never holding more than max
 // bytes of one line. It does the SMTP part of line reading and nothing else. While
-// the session is parked its read buffer goes back to a pool (see release), so an
-// idle connection costs only a small peek buffer.
+// the session is idle its read buffer goes back to a pool (release), so an idle
+// connection costs only its small peek buffer.
 type lineReader struct {
 	br   *bufio.Reader // nil while idle
-	src  primedReader  // the connection, with the bytes read while idle first
+	src  primedReader  // the connection, with the bytes of an idle wait first
 	size int           // br's size
 	max  int
 	long []byte // gathers a line that does not fit in br's buffer
-	peek [128]byte
+	peek [64]byte
 }
 
 // primedReader is a reader whose first reads return pending.
@@ -132,8 +106,10 @@ func (lr *lineReader) fill() error {
 	return err
 }
 
-// release gives an empty read buffer back to the pool: the session parks.
+// release gives the buffers back while the session is idle: the read buffer, if
+// empty, to the pool, and the long-line buffer to the garbage collector.
 func (lr *lineReader) release() {
+	lr.long = nil
 	if lr.br != nil && lr.br.Buffered() == 0 && lr.size == readBufferSize {
 		lr.br.Reset(nil)
 		readBuffers.Put(lr.br)
@@ -141,9 +117,12 @@ func (lr *lineReader) release() {
 	}
 }
 
-// peekWait is a parked session's wait: it holds no read buffer, so the first
-// bytes land in the small peek buffer.
+// peekWait is an idle session's wait: it holds no read buffer, so the first bytes
+// land in the small peek buffer.
 func (lr *lineReader) peekWait() error {
+	if lr.br != nil {
+		return lr.fill() // the buffer was not empty: nothing to wait for in a small read
+	}
 	n, err := lr.src.r.Read(lr.peek[:])
 	lr.src.pending = lr.peek[:n]
 	if n > 0 {
@@ -160,6 +139,11 @@ func (lr *lineReader) hasLine() bool {
 	}
 	b, _ := lr.br.Peek(lr.br.Buffered())
 	return bytes.IndexByte(b, '\n') >= 0
+}
+
+// buffered reports whether any byte the client sent is read but not yet consumed.
+func (lr *lineReader) buffered() bool {
+	return len(lr.src.pending) > 0 || lr.br != nil && lr.br.Buffered() > 0
 }
 
 // maxKeptLine is the largest gathering buffer a lineReader keeps between lines; a
@@ -196,9 +180,15 @@ func (lr *lineReader) readLine(soft int) ([]byte, error) {
 	if len(line) > soft {
 		return nil, lr.skipLine(len(line))
 	}
-	lr.long = append(lr.long[:0], line...)
+	return lr.readLong(br, line, soft)
+}
+
+// readLong gathers a line longer than the read buffer, of which first was read,
+// in lr.long.
+func (lr *lineReader) readLong(br *bufio.Reader, first []byte, soft int) ([]byte, error) {
+	lr.long = append(lr.long[:0], first...)
 	for {
-		line, err = br.ReadSlice('\n')
+		line, err := br.ReadSlice('\n')
 		if len(lr.long)+len(line) > soft {
 			n := len(lr.long) + len(line)
 			lr.long = nil // give the memory back
@@ -261,69 +251,4 @@ func (lr *lineReader) discardBuffered() int {
 		lr.br.Discard(lr.br.Buffered())
 	}
 	return n
-}
-
-// splitLineEnd cuts a line read by readLine into its text and its line end ("\r\n",
-// "\n", or "" for none). A CR that is not directly before the LF stays in the text.
-func splitLineEnd(line []byte) (text, end []byte) {
-	n := len(line)
-	switch {
-	case n >= 2 && line[n-2] == '\r' && line[n-1] == '\n':
-		return line[:n-2], line[n-2:]
-	case n >= 1 && line[n-1] == '\n':
-		return line[:n-1], line[n-1:]
-	}
-	return line, nil
-}
-
-// lineText is a line without its line end.
-func lineText(line []byte) []byte {
-	text, _ := splitLineEnd(line)
-	return text
-}
-
-// commandText returns the text of a command line under mode: the line without its
-// end. In CRLFStrict a line not ended by CRLF, or with a CR inside, is errBareLineEnd.
-func commandText(line []byte, mode CRLFMode) ([]byte, error) {
-	text, end := splitLineEnd(line)
-	if mode == CRLFStrict && (len(end) != 2 || bytes.IndexByte(text, '\r') >= 0) {
-		return text, errBareLineEnd
-	}
-	return text, nil
-}
-
-// dotLine is the DATA-terminator test of RFC 5321 4.1.1.4: a line that is exactly
-// ".\r\n", read right after a line ended by CRLF (or as the first line of the
-// data). Nothing else ends DATA, in any CRLF mode: "\n.\n", "\r.\r", ".\r\r\n" and the
-// like are data (SMTP smuggling, CVE-2023-51764).
-func dotLine(line []byte, afterCRLF bool) bool {
-	return afterCRLF && len(line) == 3 && line[0] == '.' && line[1] == '\r' && line[2] == '\n'
-}
-
-// dataLine is one line of message data, read, dot-unstuffed and with the line end
-// the CRLF mode stores.
-type dataLine struct {
-	text     []byte // without the leading stuffing dot
-	end      []byte // the line end to store
-	bare     bool   // the line had a bare CR or LF (not "\r\n"-ended, or a CR inside)
-	isEmpty  bool   // the line had no text: the end of the header section
-	complete bool   // the piece ends a line (always for DATA; BDAT pieces may not)
-}
-
-var crlf = []byte("\r\n")
-
-// parseDataLine prepares a line of message data (not the terminator) for storing.
-func parseDataLine(line []byte, mode CRLFMode) dataLine {
-	text, end := splitLineEnd(line)
-	d := dataLine{text: text, end: end, complete: true}
-	d.bare = len(end) != 2 || bytes.IndexByte(text, '\r') >= 0
-	d.isEmpty = len(text) == 0
-	// RFC 5321 4.5.2: a period first on a line with other characters is removed.
-	if len(text) > 1 && text[0] == '.' {
-		d.text = text[1:]
-	}
-	if mode == CRLFEnsure && len(end) > 0 {
-		d.end = crlf
-	}
-	return d
 }

@@ -1,5 +1,7 @@
 package smtpd
 
+import "io"
+
 // Handler receives the events of every session: the port of MidiSmtpServer's
 // on_*_event methods. Applications embed BaseHandler and override the methods they
 // need; `return h.BaseHandler.OnUnknown(s, line)` is Ruby's `super`.
@@ -8,9 +10,14 @@ package smtpd
 // with that error's code and text; SMTPError421 also closes the connection. Any other
 // error is logged and answered "451 Requested action aborted: local error in
 // processing". A panic is recovered, logged with its stack, answered 421 and that
-// connection is closed. Hooks of one session run one at a time (an idle session
-// may resume on another goroutine, so do not keep goroutine-local state); hooks of
+// connection is closed; so is a hook that calls runtime.Goexit (t.FailNow in a
+// test's handler). Hooks of one session run one at a time, on the connection's
+// goroutine (OnMessageStream on one of its own, while the session waits); hooks of
 // different sessions run concurrently.
+//
+// A Handler may also implement the optional interfaces MessageStreamer,
+// RecipientHandler, DataCommandHandler and ResetHandler; the server finds them by
+// type assertion, as net/http finds http.Flusher.
 type Handler interface {
 	// OnConnect runs when a client connects, before the banner. It may change
 	// s.LocalResponse and s.HeloResponse. An error refuses the connection: its reply
@@ -106,4 +113,35 @@ type DataCommandHandler interface {
 // while it runs.
 type ResetHandler interface {
 	OnReset(s *Session)
+}
+
+// MessageStreamer is an optional interface of a Handler, as http.Flusher is of an
+// http.ResponseWriter. A Handler that implements it gets each message (DATA or
+// BDAT) as a reader of the dot-unstuffed, CRLF-mode-processed bytes, and nothing is
+// gathered in Message.Data, so memory per session stays bounded by the buffers
+// whatever the message size.
+//
+// OnDataStart runs first, as for the buffered path; OnDataReceiving and
+// OnDataHeaders do not run; OnMessage is not called. The reader ends (io.EOF) at the
+// real end of data — <CRLF>.<CRLF> or the LAST chunk, the smuggling rules unchanged —
+// or fails with an error wrapping SMTPError552 past MaxMessageSize, with one wrapping
+// the CRLFStrict reply when the message had a bare line end, or with
+// io.ErrUnexpectedEOF when the client left. What the hook leaves unread is read and
+// discarded; its return value answers the final dot as OnMessage's would (nil: 250),
+// unless the data broke a rule, whose reply wins. Message.Bytesize is the number of
+// bytes streamed. OnMessageStream runs on a goroutine of its own while the session
+// reads the data; it must not touch the Session's Message, and it returns before
+// any other hook of the session runs.
+type MessageStreamer interface {
+	OnMessageStream(s *Session, r io.Reader) error
+}
+
+// RecipientHandler is an optional interface of a Handler, as http.Flusher is of an
+// http.ResponseWriter: in LMTP mode, after OnMessage returned nil, the server calls
+// OnMessageRecipient once per accepted recipient, in RCPT order, and answers that
+// recipient with its result (nil: "250 OK <rcpt>"; an SMTPError: its reply; any other
+// error: 451). A 421 among them is sent in its place and closes the connection once
+// every recipient has its reply. Without it every recipient gets 250.
+type RecipientHandler interface {
+	OnMessageRecipient(s *Session, rcpt string) error
 }

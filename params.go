@@ -6,8 +6,8 @@ import (
 )
 
 // This file parses the arguments of the ESMTP extensions: SIZE (RFC 1870), DSN
-// (RFC 3461) and BDAT (RFC 3030). Each parser is pure, so fuzz targets hold them to
-// their invariants.
+// (RFC 3461), BDAT (RFC 3030), and RFC 3461's xtext (DSN's and XCLIENT's values).
+// Each parser is pure, so fuzz targets hold them to their invariants.
 
 // maxDecimal is the most digits a SIZE= or BDAT size may have: below 2^63.
 const maxDecimal = 18
@@ -128,40 +128,41 @@ func parseORcpt(v string) (string, bool) {
 	return typ + ";" + d, true
 }
 
-// hasControl reports whether s has an ASCII control character (C0 or DEL).
-func hasControl(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] == 0x7f {
-			return true
-		}
-	}
-	return false
-}
-
-// keywordASCII returns the keyword of kws (upper case) that s is in any ASCII case
-// (equalFoldASCII), or "".
-func keywordASCII(s string, kws ...string) string {
-	for _, kw := range kws {
-		if len(s) == len(kw) && equalFoldASCII(s, kw) {
-			return kw
-		}
-	}
-	return ""
-}
-
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
-
 // sizeKeyword is the SIZE line of EHLO: the limit, or SIZE alone when unlimited.
 func sizeKeyword(max int) string {
 	if max <= 0 {
 		return "SIZE"
 	}
 	return "SIZE " + strconv.Itoa(max)
+}
+
+// decodeXtext decodes RFC 3461 xtext: "+" and two upper-case hex digits stand for
+// a byte; other bytes are printable ASCII except "+" and "=".
+func decodeXtext(s string) (string, error) {
+	if !strings.Contains(s, "+") {
+		for i := 0; i < len(s); i++ {
+			if s[i] < '!' || s[i] > '~' || s[i] == '=' {
+				return "", SMTPError501
+			}
+		}
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			if i+2 >= len(s) || !isUpperHex(s[i+1]) || !isUpperHex(s[i+2]) {
+				return "", SMTPError501
+			}
+			n, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			b.WriteByte(byte(n))
+			i += 2
+		case c < '!' || c > '~' || c == '=':
+			return "", SMTPError501
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
 }
