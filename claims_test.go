@@ -84,7 +84,7 @@ func TestRecipientOvershoot(t *testing.T) {
 		require.Equal(t, errTooManyRecipients.Message, c.cmd(rcpt(i), 452))
 	}
 	require.Equal(t, errTooManyRecipients.Message, c.cmd(rcpt(6), 452)) // an error: the first
-	c.send(rcpt(7) + "\r\n")                                              // the second: past MaxErrors
+	c.send(rcpt(7) + "\r\n")                                            // the second: past MaxErrors
 	require.Equal(t, errTooManyErrors.Message, c.expect(421))
 	c.expectClosed()
 	require.EqualValues(t, 5, srv.Stats().Limits.MaxRecipients)
