@@ -10,11 +10,9 @@ import (
 	"github.com/emersion/go-sasl"
 )
 
-// The LOGIN mechanism's prompts: base64 of "Username:" and "Password:".
-const (
-	loginUserPrompt = "VXNlcm5hbWU6"
-	loginPassPrompt = "UGFzc3dvcmQ6"
-)
+// This file is AUTH (RFC 4954): the command, the SASL exchange of 334 challenges and
+// responses, and what a success or a failure does to the session. The mechanisms
+// themselves are in mechanisms.go.
 
 // errAuthAborted means the connection ended inside an AUTH exchange; nothing is owed.
 var errAuthAborted = errors.New("smtpd: connection ended during AUTH")
@@ -25,83 +23,102 @@ func (c *conn) authOffered() bool {
 	return c.cfg.authMode != AuthForbidden && (c.cfg.tlsMode == TLSForbidden || c.s.IsEncrypted())
 }
 
-// cmdAuth runs AUTH PLAIN or AUTH LOGIN (RFC 4954).
+// authKeyword is the AUTH line of EHLO: the offered mechanisms that this session
+// can use (EXTERNAL only with a client certificate), or "" for none.
+func (c *conn) authKeyword() string {
+	var names []string
+	for _, m := range c.cfg.authMechs {
+		if c.mechanismUsable(m) {
+			names = append(names, m)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return "AUTH " + strings.Join(names, " ")
+}
+
+// cmdAuth: RFC 4954 4. "AUTH mechanism [initial-response]"; the exchange of 334
+// challenges follows; "*" cancels (501); success is 235, failure 535.
 func (c *conn) cmdAuth(args string) error {
 	switch {
 	case c.cfg.authMode == AuthForbidden:
 		return SMTPError500
 	case c.cfg.tlsMode != TLSForbidden && !c.s.IsEncrypted():
-		return SMTPError538
+		return SMTPError538 // RFC 4954 4: a mechanism that exposes secrets, over plaintext
 	case c.phase != phaseReady || c.s.IsAuthenticated():
-		return SMTPError503
+		return SMTPError503 // RFC 4954 4: not twice, not before EHLO, not in a transaction
 	}
-	mech, rest, _ := strings.Cut(strings.TrimSpace(args), " ")
+	name, rest, _ := strings.Cut(strings.TrimSpace(args), " ")
 	rest = strings.TrimSpace(rest)
-	if mech == "" || strings.ContainsAny(rest, " \t") {
+	if name == "" || strings.ContainsAny(rest, " \t") {
 		return SMTPError501
 	}
-	var initial *string
+	mech := upperASCII(name)
+	if !c.mechanismUsable(mech) {
+		return SMTPError504 // RFC 4954 4: a mechanism not offered
+	}
+	var initial []byte
 	if rest != "" {
-		initial = &rest
+		var err error
+		if initial, err = decodeAuth(rest); err != nil {
+			return err
+		}
 	}
-	var err error
-	switch upperASCII(mech) {
-	case "PLAIN":
-		err = c.authPlain(initial)
-	case "LOGIN":
-		err = c.authLogin(initial)
-	default:
-		return SMTPError504
-	}
-	if err == errAuthAborted {
+	a := &authAttempt{c: c, mech: mech}
+	err := a.exchange(c.newMechanism(a), initial)
+	switch {
+	case err == errAuthAborted:
 		return nil
+	case err != nil:
+		return c.authFailed(a.authcID, err)
 	}
-	if err == nil && c.s.IsAuthenticated() {
-		c.s.AuthMechanism = upperASCII(mech)
-	}
+	c.authenticated(a)
+	return nil
+}
+
+// authAttempt is one AUTH exchange: the mechanism, what the client claimed, and the
+// program's verdict on it.
+type authAttempt struct {
+	c       *conn
+	mech    string
+	authzID string // the authorization identity requested, "" for none
+	authcID string // the authentication identity, for the session and the log
+	granted string // the authorization identity the hook returned, "" for the requested one
+	called  bool   // the hook was asked
+	hookErr error  // the hook's refusal
+}
+
+// decide records the hook's verdict; every mechanism's hook call goes through it.
+func (a *authAttempt) decide(granted string, err error) error {
+	a.called, a.granted, a.hookErr = true, granted, err
 	return err
 }
 
-// authPlain runs RFC 4616 PLAIN through go-sasl, with or without an initial response.
-func (c *conn) authPlain(initial *string) error {
-	resp, err := c.firstResponse(initial, "")
-	if err != nil {
-		return err
+// exchange runs the SASL exchange of server: the initial response (nil: none),
+// then one 334 challenge and response after another until the mechanism is done.
+// A response that the mechanism refuses before asking the hook is 501.
+func (a *authAttempt) exchange(server sasl.Server, initial []byte) error {
+	resp := initial
+	for {
+		challenge, done, err := server.Next(resp)
+		switch {
+		case err != nil && a.hookErr != nil:
+			return a.hookErr
+		case err != nil:
+			return fmt.Errorf("AUTH %s: %v: %w", a.mech, err, SMTPError501)
+		case done && !a.called:
+			return fmt.Errorf("AUTH %s ended without credentials: %w", a.mech, SMTPError501)
+		case done:
+			return nil
+		}
+		if resp, err = a.c.challenge(base64.StdEncoding.EncodeToString(challenge)); err != nil {
+			if a.hookErr != nil && err != errAuthAborted {
+				return a.hookErr // refused already: cancelling now does not escape the failure's count and delay
+			}
+			return err
+		}
 	}
-	called := false
-	var authErr error
-	server := sasl.NewPlainServer(func(authzID, authcID, password string) error {
-		called = true
-		authErr = c.authenticate(authzID, authcID, password)
-		return authErr
-	})
-	_, _, err = server.Next(resp)
-	if !called {
-		return fmt.Errorf("AUTH PLAIN: %v: %w", err, SMTPError501)
-	}
-	return authErr
-}
-
-// authLogin runs the LOGIN mechanism; "AUTH LOGIN <user>" skips the first prompt.
-func (c *conn) authLogin(initial *string) error {
-	user, err := c.firstResponse(initial, loginUserPrompt)
-	if err != nil {
-		return err
-	}
-	pass, err := c.challenge(loginPassPrompt)
-	if err != nil {
-		return err
-	}
-	return c.authenticate("", string(user), string(pass))
-}
-
-// firstResponse is the client's first AUTH response: the initial response sent with
-// the command, or the answer to a first challenge.
-func (c *conn) firstResponse(initial *string, prompt string) ([]byte, error) {
-	if initial != nil {
-		return decodeAuth(*initial)
-	}
-	return c.challenge(prompt)
 }
 
 // challenge sends a 334 with prompt and reads the response: one line, decoded. "*"
@@ -145,26 +162,24 @@ func decodeAuth(text string) ([]byte, error) {
 	return b, nil
 }
 
-// authenticate asks OnAuth and, on success, records the identities and answers 235.
-func (c *conn) authenticate(authzID, authcID, password string) error {
-	ret, err := c.h.OnAuth(c.s, authzID, authcID, password)
-	if err != nil {
-		return c.authFailed(authcID, err)
-	}
+// authenticated records a successful AUTH: the identities, and 235.
+func (c *conn) authenticated(a *authAttempt) {
+	s := c.s
 	switch {
-	case ret != "":
-		c.s.AuthorizationID = ret
-	case authzID != "":
-		c.s.AuthorizationID = authzID
+	case a.granted != "":
+		s.AuthorizationID = a.granted
+	case a.authzID != "":
+		s.AuthorizationID = a.authzID
 	default:
-		c.s.AuthorizationID = authcID
+		s.AuthorizationID = a.authcID
 	}
-	c.s.AuthenticationID = authcID
-	c.s.AuthenticatedAt = time.Now().UTC()
+	s.AuthenticationID = a.authcID
+	s.AuthMechanism = a.mech
+	s.AuthenticatedAt = time.Now().UTC()
 	c.srv.stats.AuthSuccesses.Add(1)
-	c.log().Info("authenticated", "authentication_id", excerpt(authcID), "authorization_id", excerpt(c.s.AuthorizationID))
+	c.log().Info("authenticated", "mechanism", a.mech, "authentication_id", excerpt(a.authcID),
+		"authorization_id", excerpt(s.AuthorizationID))
 	c.send(replyAuthOK)
-	return nil
 }
 
 // authFailed counts a 535 and turns the MaxAuthFailures-th one into a 421.

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,10 @@ type config struct {
 	dsn             bool
 	lmtp            bool
 	authMode        AuthMode
+	authMechs       []string
+	clientAuth      tls.ClientAuthType
+	clientCAs       *x509.CertPool
+	requireTLS      bool
 	tlsMode         TLSMode
 	tlsConfig       *tls.Config
 	certPath        string
@@ -64,6 +69,9 @@ func (srv *Server) init() error {
 		srv.baseCtx, srv.cancelBase = context.WithCancel(context.Background())
 		srv.idPrefix = randomPrefix()
 		srv.adm = newAdmission(srv.cfg.maxProcessings)
+		if srv.initErr == nil {
+			warnHooks(srv.cfg)
+		}
 	})
 	return srv.initErr
 }
@@ -90,6 +98,9 @@ func (srv *Server) configure() error {
 		dsn:              srv.DSN,
 		lmtp:             srv.LMTP,
 		authMode:         srv.AuthMode,
+		clientAuth:       srv.TLSClientAuth,
+		clientCAs:        srv.TLSClientCAs,
+		requireTLS:       srv.RequireTLS,
 		tlsMode:          srv.TLSMode,
 		tlsConfig:        srv.TLSConfig,
 		certPath:         srv.TLSCertPath,
@@ -116,10 +127,13 @@ func (srv *Server) configure() error {
 	if c.logger == nil {
 		c.logger = slog.Default()
 	}
+	var err error
 	if err := srv.check(&c); err != nil {
 		return err
 	}
-	var err error
+	if c.authMechs, err = authMechanisms(srv.AuthMechanisms, &c); err != nil {
+		return err
+	}
 	if c.proxyNets, err = parseNetworks(srv.ProxyTrustedNetworks); err != nil {
 		return fmt.Errorf("smtpd: ProxyTrustedNetworks: %w", err)
 	}
@@ -229,4 +243,61 @@ func orString(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// authMechanisms checks AuthMechanisms: known names, each once, each with its
+// hook; nil is the default, LOGIN and PLAIN.
+func authMechanisms(names []string, c *config) ([]string, error) {
+	if names == nil {
+		return defaultMechanisms, nil
+	}
+	if len(names) == 0 && c.authMode != AuthForbidden {
+		return nil, errors.New("smtpd: AuthMechanisms is empty: AUTH would offer nothing")
+	}
+	out := make([]string, 0, len(names))
+	for _, name := range names {
+		m := upperASCII(name)
+		if slices.Contains(out, m) {
+			return nil, fmt.Errorf("smtpd: AuthMechanisms lists %s twice", m)
+		}
+		if err := mechanismAllowed(m, c); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// mechanismAllowed reports why mechanism m cannot be offered with c, or nil.
+func mechanismAllowed(m string, c *config) error {
+	switch m {
+	case MechanismPlain, MechanismLogin:
+		return nil
+	case MechanismOAuthBearer, MechanismXOAuth2:
+		if _, ok := c.handler.(TokenAuthHandler); !ok && c.authMode != AuthForbidden {
+			return fmt.Errorf("smtpd: AuthMechanisms offers %s but the Handler has no OnAuthToken (TokenAuthHandler)", m)
+		}
+		return nil
+	case MechanismExternal:
+		if _, ok := c.handler.(ExternalAuthHandler); !ok && c.authMode != AuthForbidden {
+			return fmt.Errorf("smtpd: AuthMechanisms offers %s but the Handler has no OnAuthExternal (ExternalAuthHandler)", m)
+		}
+		if c.authMode != AuthForbidden && (c.tlsMode == TLSForbidden || c.clientAuth == tls.NoClientCert && (c.tlsConfig == nil || c.tlsConfig.ClientAuth == tls.NoClientCert)) {
+			return errors.New("smtpd: AuthMechanisms offers EXTERNAL, which needs TLS and TLSClientAuth asking for client certificates")
+		}
+		return nil
+	}
+	return fmt.Errorf("smtpd: AuthMechanisms: unknown mechanism %q (known: PLAIN, LOGIN, OAUTHBEARER, XOAUTH2, EXTERNAL)", m)
+}
+
+// warnHooks logs at Warn each method of the handler that looks like a hook but is
+// never called (CheckHandler).
+func warnHooks(c config) {
+	err := CheckHandler(c.handler)
+	if err == nil {
+		return
+	}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		c.logger.Warn("handler method is never called", "problem", e.Error())
+	}
 }

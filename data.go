@@ -47,6 +47,7 @@ type transfer struct {
 	lineLen int   // BDAT: bytes of the current, unfinished line
 	lastCR  bool  // BDAT: the data so far ends with CR
 	stream  *messageStream
+	header  headerWatch
 }
 
 // startTransfer begins a message: a fresh Message, the data-rate clock started.
@@ -101,6 +102,9 @@ func (c *conn) feed(t *transfer, d dataLine) error {
 		if t.failed = c.startData(t); t.failed != nil {
 			return c.fatal(t.failed)
 		}
+	}
+	if t.header.line(d) && t.stream == nil {
+		c.s.Envelope.TLSRequiredNo = t.header.tlsRequiredNo
 	}
 	if t.failed = c.headersEnd(t, d); t.failed != nil {
 		return c.fatal(t.failed)
@@ -284,6 +288,7 @@ func (c *conn) deliver(t *transfer) error {
 	if t.stream != nil {
 		err = t.stream.close(nil)
 		c.s.Message.DeliveredAt, c.s.Message.Bytesize = time.Now().UTC(), t.stream.size
+		c.s.Envelope.TLSRequiredNo = t.header.tlsRequiredNo // the hook has returned: no race
 	} else {
 		c.s.Message.DeliveredAt, c.s.Message.Bytesize = time.Now().UTC(), len(c.s.Message.Data)
 		err = c.h.OnMessage(c.s)

@@ -93,6 +93,7 @@ var (
 	errXClientDenied     = &SMTPError{Code: 550, EnhancedCode: "5.7.0", Message: "XCLIENT not permitted"}
 	errBadHelo           = &SMTPError{Code: 501, EnhancedCode: "5.5.2", Message: "Syntax error in parameters or arguments"}
 	errTooManyParams     = &SMTPError{Code: 501, EnhancedCode: "5.5.4", Message: "Too many parameters"}
+	errRequireTLSPlain   = &SMTPError{Code: 530, EnhancedCode: "5.7.10", Message: "REQUIRETLS needs an encrypted connection"}
 	errBdatSyntax        = &SMTPError{Code: 501, EnhancedCode: "5.5.4", Message: "Syntax error, BDAT needs a size and an optional LAST, closing transmission channel"}
 )
 

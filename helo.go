@@ -54,8 +54,8 @@ func (c *conn) ehloLines() []string {
 	if cfg.pipelining {
 		lines = append(lines, "PIPELINING")
 	}
-	if c.authOffered() {
-		lines = append(lines, "AUTH LOGIN PLAIN")
+	if kw := c.authKeyword(); kw != "" && c.authOffered() {
+		lines = append(lines, kw)
 	}
 	if cfg.tlsMode != TLSForbidden && !c.s.IsEncrypted() {
 		lines = append(lines, "STARTTLS")
@@ -69,6 +69,9 @@ func (c *conn) ehloLines() []string {
 	}
 	if cfg.dsn {
 		lines = append(lines, "DSN")
+	}
+	if cfg.requireTLS && c.s.IsEncrypted() {
+		lines = append(lines, "REQUIRETLS") // RFC 8689 4: only over TLS
 	}
 	if c.xclientOK {
 		lines = append(lines, "XCLIENT "+xclientAttrs)

@@ -8,13 +8,15 @@ import (
 )
 
 // This file is MAIL FROM (RFC 5321 4.1.1.2) and its ESMTP parameters: SIZE (RFC
-// 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461).
+// 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531), RET and ENVID (RFC 3461),
+// REQUIRETLS (RFC 8689).
 
 // mailParams are the MAIL FROM parameters this server knows.
 type mailParams struct {
 	body, utf8 string
 	size       int
 	ret, envID string
+	requireTLS bool
 }
 
 // cmdMail: RFC 5321 4.1.1.2, "This command tells the SMTP-server receiver that a
@@ -43,7 +45,7 @@ func (c *conn) cmdMail(args string) error {
 	}
 	// Hook: the transaction, with its message ID, exists while OnMailFrom runs.
 	c.s.Envelope = Envelope{EncodingBody: p.body, EncodingUTF8: p.utf8, Size: p.size, DSNRet: p.ret, DSNEnvID: p.envID,
-		FromParams: rawParams(path.Params)}
+		RequireTLS: p.requireTLS, FromParams: rawParams(path.Params)}
 	c.transactions++
 	c.s.Message.ID = c.s.ID + "-" + strconv.Itoa(c.transactions)
 	c.params = c.s.Envelope.FromParams
@@ -90,8 +92,8 @@ func parsePathArg(args, prefix string, nullOK bool) (address.Path, error) {
 
 // parseMailParams reads the MAIL FROM parameters: SIZE always; BODY= and SMTPUTF8
 // need Internationalization (501 otherwise, as MidiSmtpServer; BODY=BINARYMIME
-// needs Chunking); RET= and ENVID= need DSN; other parameters, and a repeated one,
-// are 555 (RFC 5321 4.1.1.11) or 501.
+// needs Chunking); RET= and ENVID= need DSN; REQUIRETLS needs RequireTLS and TLS;
+// other parameters, and a repeated one, are 555 (RFC 5321 4.1.1.11) or 501.
 func (c *conn) parseMailParams(params []address.Param) (mailParams, error) {
 	var p mailParams
 	seen := map[string]bool{}
@@ -122,6 +124,11 @@ func (c *conn) mailParam(p *mailParams, key string, prm address.Param) error {
 		p.ret, ok = parseRet(prm.Value)
 	case key == "ENVID" && c.cfg.dsn:
 		p.envID, ok = parseEnvID(prm.Value)
+	case key == "REQUIRETLS" && c.cfg.requireTLS:
+		if !c.s.IsEncrypted() {
+			return errRequireTLSPlain // RFC 8689 4.1: only over TLS
+		}
+		p.requireTLS, ok = true, !prm.HasValue
 	case key == "BODY" || key == "SMTPUTF8":
 		return SMTPError501 // MidiSmtpServer's reply when Internationalization is off
 	default:

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -161,8 +162,15 @@ type Server struct {
 	// HELO/EHLO, and after the message one reply per accepted recipient is sent, in
 	// RCPT order (see RecipientHandler for a reply of the handler's per recipient).
 	LMTP bool
-	// AuthMode enables AUTH PLAIN and LOGIN; default AuthForbidden.
+	// AuthMode enables AUTH; default AuthForbidden.
 	AuthMode AuthMode
+	// AuthMechanisms lists the SASL mechanisms AUTH offers, in the order EHLO
+	// lists them: MechanismLogin, MechanismPlain (to OnAuth), MechanismOAuthBearer,
+	// MechanismXOAuth2 (to a TokenAuthHandler), MechanismExternal (the TLS client
+	// certificate, to an ExternalAuthHandler; offered only to a client that sent
+	// one). nil means LOGIN and PLAIN. Start refuses an unknown or repeated name, and
+	// a mechanism whose hook the Handler lacks.
+	AuthMechanisms []string
 	// MaxAuthFailures is how many failed AUTH attempts (answered 535) one session may
 	// make; the last one is answered 421 and the connection closed. 0 means 3, < 0 no limit.
 	MaxAuthFailures int
@@ -182,6 +190,19 @@ type Server struct {
 	// TLSCertSAN lists, comma separated, the subject alternative names of the
 	// self-signed certificate; default: the hosts and bound addresses.
 	TLSCertSAN string
+	// TLSClientAuth says whether a TLS client is asked for a certificate and whether
+	// it is verified (tls.RequireAndVerifyClientCert: against TLSClientCAs), for AUTH
+	// EXTERNAL and for hooks that read s.TLSState(); default tls.NoClientCert. It
+	// applies to the configuration the server makes and to a copy of TLSConfig.
+	TLSClientAuth tls.ClientAuthType
+	// TLSClientCAs are the certificate authorities client certificates are verified
+	// against; nil: the system's roots.
+	TLSClientCAs *x509.CertPool
+	// RequireTLS advertises REQUIRETLS (RFC 8689) to clients over TLS: "MAIL FROM
+	// ... REQUIRETLS" asks that the message travel over TLS only, and sets
+	// Envelope.RequireTLS; on a plaintext session it is answered 530 5.7.10. Off,
+	// REQUIRETLS is an unknown parameter (555).
+	RequireTLS bool
 	// TLSCipherSuites are the TLS 1.2 cipher suites offered, strongest first; nil means
 	// TLSCiphersAdvancedPlus. TLS 1.3 is always on; TLS 1.2 is the minimum.
 	TLSCipherSuites []uint16

@@ -15,6 +15,15 @@ type Envelope struct {
 	EncodingUTF8 string   // "" or "utf8" (MAIL FROM SMTPUTF8)
 	Size         int      // MAIL FROM SIZE= (RFC 1870), the size the client declared; 0 when not given
 
+	// With Server.RequireTLS (RFC 8689): the client sent MAIL FROM ... REQUIRETLS
+	// (over TLS): the message must be relayed over TLS only.
+	RequireTLS bool
+	// TLSRequiredNo reports that the message has a "TLS-Required: No" header field
+	// (RFC 8689 5): its sender asks relays to deliver it even where TLS fails. It is
+	// set once the header section has arrived: before OnDataHeaders and OnMessage on
+	// the buffered path, after OnMessageStream returned on the streaming path.
+	TLSRequiredNo bool
+
 	// With Server.DSN (RFC 3461):
 	DSNRet        string         // MAIL FROM RET=: "FULL", "HDRS" or ""
 	DSNEnvID      string         // MAIL FROM ENVID=, xtext-decoded; "" when not given

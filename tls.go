@@ -48,7 +48,7 @@ func (srv *Server) setupTLS(addrs []hostport.Addr, bound []boundListener) error 
 		return nil
 	}
 	if c.tlsConfig != nil {
-		srv.activeTLS = c.tlsConfig
+		srv.activeTLS = withClientAuth(c.tlsConfig, c)
 		return nil
 	}
 	var cert tls.Certificate
@@ -76,8 +76,22 @@ func (srv *Server) setupTLS(addrs []hostport.Addr, bound []boundListener) error 
 	if err != nil {
 		return fmt.Errorf("smtpd: TLS certificate: %w", err)
 	}
-	srv.activeTLS = certs.Config(cert, c.cipherSuites)
+	srv.activeTLS = withClientAuth(certs.Config(cert, c.cipherSuites), c)
 	return nil
+}
+
+// withClientAuth applies TLSClientAuth and TLSClientCAs to a copy of cfg; without
+// them, cfg is used as given (so GetCertificate-based reloading works).
+func withClientAuth(cfg *tls.Config, c *config) *tls.Config {
+	if c.clientAuth == tls.NoClientCert && c.clientCAs == nil {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.ClientAuth = c.clientAuth
+	if c.clientCAs != nil {
+		cfg.ClientCAs = c.clientCAs
+	}
+	return cfg
 }
 
 // certSANs lists the subject alternative names of cert's leaf, as they are in it.

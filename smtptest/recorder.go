@@ -22,7 +22,10 @@ type Message struct {
 	EncodingUTF8     string   // "utf8" when MAIL FROM had SMTPUTF8
 	AuthorizationID  string   // set when AUTH succeeded
 	AuthenticationID string   // the login name, set when AUTH succeeded
+	AuthMechanism    string   // the SASL mechanism of the AUTH, set when it succeeded
 	Encrypted        bool     // the message came over TLS
+	RequireTLS       bool     // MAIL FROM had REQUIRETLS (RFC 8689)
+	TLSRequiredNo    bool     // the message has a "TLS-Required: No" header field (RFC 8689)
 }
 
 // Recorder is an smtpd.Handler that accepts everything BaseHandler accepts and
@@ -60,6 +63,9 @@ func (r *Recorder) OnMessage(s *smtpd.Session) error {
 		AuthorizationID:  s.AuthorizationID,
 		AuthenticationID: s.AuthenticationID,
 		Encrypted:        s.IsEncrypted(),
+		AuthMechanism:    s.AuthMechanism,
+		RequireTLS:       s.Envelope.RequireTLS,
+		TLSRequiredNo:    s.Envelope.TLSRequiredNo,
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
