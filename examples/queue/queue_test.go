@@ -415,6 +415,7 @@ func TestFlags(t *testing.T) {
 		{"-replicas", "3"}, // the embedded server is one node
 		{"-nats", "nats://127.0.0.1:1", "-data", "x"}, // -data is the embedded server's
 		{"-out", "dir"}, // -out needs -consume
+		{"-drain"},      // so does -drain
 		{"-retention", "interest"},
 		{"-max-payload", "1000"},
 		{"-publish-timeout", "0s"},
