@@ -237,32 +237,41 @@ func TestEmbeddedRoundTrip(t *testing.T) {
 	}
 }
 
+// The exact replies of TestTooLarge: MaxMessageSize is the library's limit (its
+// reply), the room the headers leave is the queue's own.
+const (
+	replyLibraryTooBig = "552 5.3.4 Requested mail action aborted: exceeded storage allocation"
+	replyQueueTooBig   = "552 5.3.4 Message too big for the queue"
+)
+
 // TestTooLarge checks the size limit with a small max_payload (128 KiB):
 // -max-message is derived from it (128 KiB less 64 KiB for the headers), a SIZE=
-// over it is refused at MAIL, a message over it after its data, and a message
-// whose envelope headers (400 long recipients) leave too little room for its
-// body: each 552 with a log line that says what to raise. A message that fits is
-// stored; the refused ones are not.
+// over it is refused at MAIL and a message over it after its data, both with the
+// library's MaxMessageSize reply; a message whose envelope headers (400 long
+// recipients) leave too little room for its body gets the queue's own reply.
+// Each refusal after the data has a log line that says what to raise. A message
+// that fits is stored; the refused ones are not.
 func TestTooLarge(t *testing.T) {
 	t.Parallel()
 	p := startRun(t, true, "-ports", "0", "-data", t.TempDir(), "-nats-listen", "127.0.0.1:0",
 		"-max-payload", "131072", "-max-recipients", "400")
 	c := dialEHLO(t, p.smtp)
 
-	if err := c.expect("MAIL FROM:<a@example.org> SIZE=70000", 552); err != nil {
-		t.Error("SIZE over the limit:", err)
+	reply := func(code int, text string) string { return fmt.Sprintf("%d %s", code, text) }
+	if code, text, err := c.cmd("MAIL FROM:<a@example.org> SIZE=70000"); err != nil || reply(code, text) != replyLibraryTooBig {
+		t.Errorf("SIZE over the limit: %q %v, want %q", reply(code, text), err, replyLibraryTooBig)
 	}
 	over := message{from: "a@example.org", to: []string{"b@example.net"}, data: bigMessage("over", 70000)}
-	if code, text, err := sendOne(c, over); code != 552 {
-		t.Errorf("a message over -max-message: %d %s %v, want 552", code, text, err)
+	if code, text, err := sendOne(c, over); err != nil || reply(code, text) != replyLibraryTooBig {
+		t.Errorf("a message over -max-message: %q %v, want %q", reply(code, text), err, replyLibraryTooBig)
 	}
 	var many []string
 	for i := range 400 {
 		many = append(many, fmt.Sprintf("%s%03d@%s.example", strings.Repeat("r", 60), i, strings.Repeat("d", 120)))
 	}
 	crowded := message{from: "a@example.org", to: many, data: bigMessage("crowded", 50000)}
-	if code, text, err := sendOne(c, crowded); code != 552 {
-		t.Errorf("a message whose headers leave too little room: %d %s %v, want 552", code, text, err)
+	if code, text, err := sendOne(c, crowded); err != nil || reply(code, text) != replyQueueTooBig {
+		t.Errorf("a message whose headers leave too little room: %q %v, want %q", reply(code, text), err, replyQueueTooBig)
 	}
 	fits := message{from: "a@example.org", to: []string{"b@example.net"}, data: bigMessage("fits", 60000)}
 	if code, text, err := sendOne(c, fits); err != nil || code != 250 {
@@ -270,10 +279,12 @@ func TestTooLarge(t *testing.T) {
 	}
 
 	logs := p.stderr.String()
-	if n := strings.Count(logs, "refused with 552"); n != 2 {
-		t.Errorf("%d log lines say \"refused with 552\", want 2 (the SIZE= refusal is the library's):\n%s", n, logs)
+	for _, want := range []string{"message over -max-message; refused with 552", "message over what max_payload leaves after its headers; refused with 552"} {
+		if n := strings.Count(logs, want); n != 1 {
+			t.Errorf("%d log lines say %q, want 1 (the SIZE= refusal is the library's):\n%s", n, want, logs)
+		}
 	}
-	if !strings.Contains(logs, "raise max_payload") || !strings.Contains(logs, "max_message=65536") {
+	if n := strings.Count(logs, "raise max_payload"); n != 2 || !strings.Contains(logs, "max_message=65536") {
 		t.Errorf("the 552 log lines do not say the limit and what to raise:\n%s", logs)
 	}
 	got := readStream(t, natsConnect(t, p.nats), "MAIL")

@@ -48,7 +48,7 @@ const headerRoom = 64 << 10
 var (
 	errQueueDown = &smtpd.SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "Queue unavailable, try again later"}
 	errNotQueued = &smtpd.SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "Message not queued, try again later"}
-	errTooBig    = &smtpd.SMTPError{Code: 552, EnhancedCode: "5.3.4", Message: "Message too big for the queue"}
+	errTooBig    = &smtpd.SMTPError{Code: 552, EnhancedCode: "5.3.4", Message: "Message too big for the queue"} // within MaxMessageSize, over what max_payload leaves
 	errNoMemory  = &smtpd.SMTPError{Code: 452, EnhancedCode: "4.3.1", Message: "Insufficient system storage, try again later"}
 )
 
@@ -151,11 +151,18 @@ func (h *receiver) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	body, err := h.readBody(r, min(room, h.max), s.Envelope.Size)
 	defer h.mem.release(cap(body)) // the one release of what readBody took, error or not
 	switch {
-	case errors.Is(err, smtpd.SMTPError552) || errors.Is(err, errTooBig):
-		// The library stops at MaxMessageSize (-max-message); readBody at what
-		// max_payload leaves after this message's headers. The rest of the data is
-		// read and discarded by the library.
-		log.Warn("message over the queue's size limit; refused with 552", "max_message", h.max,
+	case errors.Is(err, smtpd.SMTPError552):
+		// The library stopped at MaxMessageSize (-max-message): its reply, "552
+		// 5.3.4 Requested mail action aborted: exceeded storage allocation", wins
+		// over whatever this returns. It reads and discards the rest of the data.
+		log.Warn("message over -max-message; refused with 552", "max_message", h.max,
+			"max_payload", maxPayload, "hint", "raise max_payload in the NATS servers' configuration (embedded: -max-payload), up to 64 MiB")
+		return err
+	case errors.Is(err, errTooBig):
+		// Within MaxMessageSize, but over what max_payload leaves after this
+		// message's headers (many long recipients): the queue's own limit, its
+		// own reply. The library reads and discards the rest of the data.
+		log.Warn("message over what max_payload leaves after its headers; refused with 552", "max_message", h.max,
 			"max_payload", maxPayload, "header_bytes", maxPayload-room,
 			"hint", "raise max_payload in the NATS servers' configuration (embedded: -max-payload), up to 64 MiB")
 		return errTooBig
