@@ -136,7 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(tlsMode, "tls", "STARTTLS `mode`: forbidden, optional or required")
 	fs.StringVar(&s.TLSCertPath, "cert", "", "PEM certificate `file` (chain allowed); default: a self-signed certificate")
 	fs.StringVar(&s.TLSKeyPath, "key", "", "PEM key `file` of -cert; default: the key inside the -cert file")
-	fs.StringVar(&s.TLSCertCN, "cn", "", "common `name` of the self-signed certificate (default: the first host)")
+	fs.StringVar(&s.TLSCertCN, "cn", "", "common `name` of the self-signed certificate (default: the first -san name, else the first host or bound address; localhost.local when that is localhost, 127.0.0.1 or ::1)")
 	fs.StringVar(&s.TLSCertSAN, "san", "", "subject alternative `names` of the self-signed certificate, comma separated (default: hosts and bound addresses)")
 	fs.Var(suites, "ciphers", "TLS 1.2 cipher `preset`: advanced-plus, advanced, broad, widest or legacy")
 	fs.StringVar(&s.ImplicitTLSPorts, "implicit-tls", "", "bound `ports` that speak TLS from the first byte (RFC 8314), Ports syntax; needs -tls optional or required")
