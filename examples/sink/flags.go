@@ -69,10 +69,10 @@ var (
 const usageHead = `sink is an SMTP server that accepts every message and discards it, or saves it
 to -out DIR as <id>.eml (the exact message) and then <id>.json (its envelope,
 session facts and a few header fields; written last, so a .json file means the
-message is complete). An id is <session id>-<n>: the smtpd Session.ID (a random
-per-run prefix and a connection counter) and the message's number in that
-session, 4 digits or more (q7k2m9-1f-0001); the .json's received_at gives the
-arrival order across sessions.
+message is complete). An id is smtpd's Message.ID, <session id>-<n>: the
+Session.ID (a random per-run prefix and a connection counter) and the number of
+the transaction in that session, from 1 (q7k2m9-1f-1); the .json's received_at
+gives the arrival order.
 It is the server the interop, acceptance and load-test suites drive. Every
 option has the library's default; -max-processings 0 means 100 sessions at
 once: give -max-processings 1100 to hold 1000 idle connections with a banner each.
