@@ -185,7 +185,8 @@ type Server struct {
 	// TLSKeyPath is its PEM key file; empty: the key is in TLSCertPath.
 	TLSKeyPath string
 	// TLSCertCN is the common name of the self-signed certificate; default: the first
-	// host or bound address.
+	// name of TLSCertSAN, else the first host or bound address, but "localhost.local"
+	// when that is localhost, 127.0.0.1 or ::1 (MidiSmtpServer's rule).
 	TLSCertCN string
 	// TLSCertSAN lists, comma separated, the subject alternative names of the
 	// self-signed certificate; default: the hosts and bound addresses.

@@ -8,7 +8,7 @@
 # functions use the caller's globals BIN (scratch folder for binaries), SRV_PID
 # (the server running now) and GO. It works under set -e as well as without.
 
-export GOWORK=off # each module on its own go.mod (go.work is for go run ./examples/queue)
+export GOWORK=off # each module on its own go.mod, as make test does (go.work is for readers)
 GO=${GO:-go}
 ROOT=$(cd "$BENCH/.." && pwd)
 

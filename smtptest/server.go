@@ -75,8 +75,14 @@ type Server struct {
 // records), once at the end of a test that failed. An option that sets
 // s.Logger replaces this.
 //
-// NewServer returns once the server accepts connections (with TLSMode set and no
-// certificate given, once it has made its self-signed one); options the server
+// With TLSMode set and no certificate given (neither TLSConfig nor TLSCertPath),
+// NewServer sets TLSConfig to a self-signed certificate named as the library
+// would name its own (TLSCertCN and TLSCertSAN, else localhost.local and
+// 127.0.0.1), so the test log is spared the library's warning about a
+// self-signed certificate, which real programs still get; ClientTLSConfig
+// trusts it.
+//
+// NewServer returns once the server accepts connections; options the server
 // refuses fail the test. At the end of the test the server is closed (Close) and
 // the test fails if Serve returns anything but smtpd.ErrServerClosed or if a
 // session is still running after DefaultTimeout.
@@ -96,6 +102,9 @@ func NewServer(t testing.TB, h smtpd.Handler, opts ...func(*smtpd.Server)) *Serv
 	ts.Server = &smtpd.Server{Handler: h, Logger: ts.log.logger()}
 	for _, opt := range opts {
 		opt(ts.Server)
+	}
+	if err := giveTestCertificate(ts.Server); err != nil {
+		t.Fatalf("smtptest: test certificate: %v", err)
 	}
 	if r, ok := ts.Server.Handler.(interface{ recorder() *Recorder }); ok {
 		ts.Recorder = r.recorder()

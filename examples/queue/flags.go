@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +31,7 @@ type config struct {
 	// NATS
 	natsURL     string // empty: embedded server
 	natsCreds   string
-	dataDir     string // embedded: JetStream store
+	dataDir     string // embedded: JetStream store, an absolute path once parsed
 	natsListen  string // embedded: client listener; "" = in-process only
 	natsHost    string // embedded: -nats-listen's host, as parseFlags split it
 	natsPort    int    // embedded: -nats-listen's port; 0 picks a free one
@@ -49,6 +51,7 @@ type config struct {
 	consume bool
 	durable string
 	out     string
+	drain   bool // return once every pending message is handled
 
 	logLevel slog.Level
 }
@@ -68,13 +71,16 @@ acknowledged it (stored; with -replicas 3, on a quorum of the cluster). No NATS,
 no JetStream leader, no acknowledgement within -publish-timeout: 451 (the client
 retries). A message over what the NATS server's max_payload allows: 552.
 
-Without -nats it runs an embedded nats-server with JetStream storing in -data,
-listening for other NATS clients (e.g. -consume) on -nats-listen; -nats URL uses
-an existing NATS server or cluster (comma-separated URLs) instead.
+Without -nats it runs an embedded nats-server with JetStream storing in -data
+(by default the same folder wherever it runs, see -data below), listening for
+other NATS clients (e.g. -consume) on -nats-listen; -nats URL uses an existing
+NATS server or cluster (comma-separated URLs) instead.
 
 -consume reads the stream back instead of receiving: a durable pull consumer
 (-durable) prints one line per message, or writes <id>.eml and <id>.json into
--out DIR, and acknowledges each.
+-out DIR, and acknowledges each; with -drain it exits once nothing is left.
+While a receiver runs, reach its server with -nats nats://127.0.0.1:4222;
+with the receivers stopped, -consume without -nats opens -data itself.
 
 It prints "listening on HOST:PORT" on stdout for every SMTP address once ready
 (and "nats on nats://HOST:PORT" for the embedded server's listener). Logs go to
@@ -105,7 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 
 	fs.StringVar(&cfg.natsURL, "nats", "", "NATS server `URLs`, comma separated (empty: run an embedded nats-server with JetStream)")
 	fs.StringVar(&cfg.natsCreds, "nats-creds", "", "NATS user credentials `file` (.creds) for -nats")
-	fs.StringVar(&cfg.dataDir, "data", "queue-data", "embedded server: JetStream storage `dir`")
+	fs.StringVar(&cfg.dataDir, "data", defaultDataDir(), "embedded server: JetStream storage `dir`; the default is smtpd-queue in $XDG_DATA_HOME (else in ~/.local/share), whatever the working directory")
 	fs.StringVar(&cfg.natsListen, "nats-listen", "127.0.0.1:4222", "embedded server: `address` NATS clients (e.g. -consume) connect to; port 0 picks a free one; empty: in-process only")
 	fs.IntVar(&cfg.maxPayload, "max-payload", 8<<20, "embedded server: max_payload in `bytes`, the largest NATS message and so the largest mail (NATS allows up to 64 MiB)")
 	fs.BoolVar(&cfg.syncAlways, "sync-always", false, "embedded server: fsync every message before the acknowledgement (default: fsync every 2 minutes; a crash of the process loses nothing, a power loss may)")
@@ -122,6 +128,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.consume, "consume", false, "read the stream back instead of receiving mail: print a line per message, or write files with -out, and acknowledge each")
 	fs.StringVar(&cfg.durable, "durable", "queue-consume", "-consume: durable consumer `name` (its position survives restarts)")
 	fs.StringVar(&cfg.out, "out", "", "-consume: write <id>.eml (the exact message) and <id>.json (envelope) into `dir` instead of printing")
+	fs.BoolVar(&cfg.drain, "drain", false, "-consume: exit (status 0) once every message pending for -durable is handled, instead of waiting for more")
 	fs.TextVar(&cfg.logLevel, "log-level", slog.LevelInfo, "log `level` on stderr: debug, info, warn or error")
 
 	if err := fs.Parse(args); err != nil {
@@ -137,12 +144,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	embeddedOnly := []string{"data", "nats-listen", "max-payload", "sync-always"}
-	consumeOnly := []string{"durable", "out"}
+	consumeOnly := []string{"durable", "out", "drain"}
 	switch {
 	case !cfg.embedded() && anySet(set, embeddedOnly):
 		return nil, usageFail(fs, "-data, -nats-listen, -max-payload and -sync-always are for the embedded server: not with -nats")
 	case !cfg.consume && anySet(set, consumeOnly):
-		return nil, usageFail(fs, "-durable and -out need -consume")
+		return nil, usageFail(fs, "-durable, -out and -drain need -consume")
 	case cfg.embedded() && cfg.replicas != 1:
 		return nil, usageFail(fs, "-replicas %d needs a cluster (-nats); the embedded server is one node", cfg.replicas)
 	case cfg.replicas < 1 || cfg.replicas > 5:
@@ -177,7 +184,33 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		}
 		cfg.natsHost, cfg.natsPort = host, int(p)
 	}
+	if cfg.embedded() {
+		if cfg.dataDir == "" {
+			return nil, usageFail(fs, "-data: no default (neither $XDG_DATA_HOME nor a home directory is known); give -data DIR")
+		}
+		abs, err := filepath.Abs(cfg.dataDir)
+		if err != nil {
+			return nil, usageFail(fs, "-data: %v", err)
+		}
+		cfg.dataDir = abs
+	}
 	return cfg, nil
+}
+
+// defaultDataDir is -data's default: smtpd-queue in $XDG_DATA_HOME when that is
+// an absolute path, else in ~/.local/share (the XDG default), on every system.
+// It does not depend on the working directory, so the receiver and -consume
+// find the same store wherever each is started. "" when no home directory is
+// known: -data must then be given.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "smtpd-queue")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".local", "share", "smtpd-queue")
 }
 
 func anySet(set map[string]bool, names []string) bool {

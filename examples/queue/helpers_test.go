@@ -230,8 +230,14 @@ type proc struct {
 // startProc starts bin; it is killed (SIGKILL, by its PID) when the test ends.
 func startProc(t *testing.T, name, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, stdout: &syncBuffer{}, stderr: &syncBuffer{}, dead: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	return startCmd(t, name, exec.Command(bin, args...))
+}
+
+// startCmd starts cmd (its Dir and Env as the caller set them) as startProc does.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	args := cmd.Args[1:]
+	p := &proc{name: name, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, dead: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)

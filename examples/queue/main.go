@@ -6,17 +6,20 @@
 // own Go module, so the smtpd module itself depends on nothing of NATS.
 //
 //	cd examples/queue
-//	go run .                            # embedded NATS + JetStream in ./queue-data, SMTP on 127.0.0.1:2525
+//	go run .                                                # embedded NATS + JetStream, SMTP on 127.0.0.1:2525
+//	go run . -consume -nats nats://127.0.0.1:4222 -drain    # (another terminal) print what is stored, then exit
 //	go run . -nats nats://n1:4222,nats://n2:4222,nats://n3:4222 -replicas 3 -proxy-trusted 10.0.0.5
-//	go run . -consume -nats nats://127.0.0.1:4222 -out ./mail   # read the stream back
 //
 // With no flags everything runs in one process: an embedded nats-server with
-// JetStream storing in -data (./queue-data), listening for other NATS clients on
-// -nats-listen (127.0.0.1:4222), a stream (-stream-name MAIL, -subject
-// mail.incoming), and the SMTP receiver on 127.0.0.1:2525. -nats URL uses an
-// existing NATS server or cluster instead. -consume reads the stream back with a
-// durable pull consumer, prints one line per message or writes .eml files (-out),
-// and acknowledges each.
+// JetStream storing in -data (smtpd-queue in $XDG_DATA_HOME, else in
+// ~/.local/share: the same folder wherever it runs; logged as an absolute path
+// at start), listening for other NATS clients on -nats-listen (127.0.0.1:4222),
+// a stream (-stream-name MAIL, -subject mail.incoming), and the SMTP receiver on
+// 127.0.0.1:2525. -nats URL uses an existing NATS server or cluster instead.
+// -consume reads the stream back with a durable pull consumer, prints one line
+// per message or writes .eml files (-out), and acknowledges each; -drain makes
+// it exit once nothing is left. Without -nats, -consume opens -data itself (the
+// receivers stopped), and refuses a folder that holds no queue.
 //
 // Each message is taken as a stream (smtpd.MessageStreamer), read into memory up
 // to what the NATS server's max_payload allows (a JetStream message is one

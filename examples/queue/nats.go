@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,11 @@ func connect(ctx context.Context, cfg *config, logger *slog.Logger, out io.Write
 	}
 	url := cfg.natsURL
 	if cfg.embedded() {
+		if cfg.consume {
+			if err := storeExists(cfg.dataDir); err != nil {
+				return nil, err
+			}
+		}
 		lock, err := lockDir(cfg.dataDir)
 		if err != nil {
 			return nil, err
@@ -218,6 +224,18 @@ func subjectMatch(pattern, subject string) bool {
 	return len(pt) == len(st)
 }
 
+// storeExists checks, for -consume without -nats, that dir (absolute) holds a
+// JetStream store: -consume reads what a receiver stored, it does not start an
+// empty queue of its own and wait on it.
+func storeExists(dir string) error {
+	js := filepath.Join(dir, server.JetStreamStoreDir)
+	if fi, err := os.Stat(js); err != nil || !fi.IsDir() {
+		return fmt.Errorf("-consume: no queue in %s (no %s folder there): start the receiver first (it stores in the same -data by default), "+
+			"give the -data it uses, or reach a running receiver with -nats nats://127.0.0.1:4222", dir, js)
+	}
+	return nil
+}
+
 // startEmbedded runs a nats-server with JetStream in this process.
 func startEmbedded(cfg *config, logger *slog.Logger) (*server.Server, error) {
 	opts := &server.Options{
@@ -261,7 +279,7 @@ func startEmbedded(cfg *config, logger *slog.Logger) (*server.Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded NATS server: JetStream did not start (store %s)", cfg.dataDir)
 	}
-	logger.Info("embedded NATS server ready", "store", cfg.dataDir, "listen", cfg.natsListen,
+	logger.Info("embedded NATS server ready", "data", cfg.dataDir, "listen", cfg.natsListen,
 		"max_payload", cfg.maxPayload, "sync_always", cfg.syncAlways)
 	return ns, nil
 }

@@ -86,7 +86,8 @@ func sendOne(c *smtpConn, m message) (int, string, error) {
 // with JetStream, storing in a data folder), sends messages of every kind over
 // one session, and reads them back from the stream: byte-exact, with the
 // envelope, the client's address and port, the HELO and the session in headers,
-// and a Nats-Msg-Id of the session's ID and the message's number. The same ID
+// and a Nats-Msg-Id of the nonce and smtpd's Message.ID (the session's ID and
+// the transaction's number: an abandoned transaction leaves a gap). The same ID
 // published again is stored once. Then -consume (to files, and printing) reads
 // the stream back and acknowledges every message.
 func TestEmbeddedRoundTrip(t *testing.T) {
@@ -105,6 +106,14 @@ func TestEmbeddedRoundTrip(t *testing.T) {
 	c := dialEHLO(t, p.smtp)
 	dotAfter := make([]time.Time, len(msgs)) // no earlier than this the final dot was sent
 	for i, m := range msgs {
+		if i == 2 { // transaction 3 abandoned: message 3 is transaction 4
+			if err := c.expect("MAIL FROM:<gone@example.org>", 250); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.expect("RSET", 250); err != nil {
+				t.Fatal(err)
+			}
+		}
 		dotAfter[i] = time.Now().Add(m.pause)
 		if code, text, err := sendOne(c, m); err != nil || code != 250 {
 			t.Fatalf("message %d: %d %s %v", i, code, text, err)
@@ -146,8 +155,12 @@ func TestEmbeddedRoundTrip(t *testing.T) {
 		if !slices.Equal(h.Values(HeaderTo), m.to) {
 			t.Errorf("message %d: %s = %q, want %q", i, HeaderTo, h.Values(HeaderTo), m.to)
 		}
-		if id := h.Get(jetstream.MsgIDHeader); !idRe.MatchString(id) || idRe.FindStringSubmatch(id)[1] != strconv.Itoa(i+1) {
-			t.Errorf("message %d: Nats-Msg-Id %q, want <nonce>-%s-%d", i, id, session, i+1)
+		transaction := i + 1
+		if i >= 2 {
+			transaction++
+		}
+		if id := h.Get(jetstream.MsgIDHeader); !idRe.MatchString(id) || idRe.FindStringSubmatch(id)[1] != strconv.Itoa(transaction) {
+			t.Errorf("message %d: Nats-Msg-Id %q, want <nonce>-%s-%d", i, id, session, transaction)
 		}
 		// Received-At is the end of the data: not before the final dot was sent
 		// (wall clocks of this one process; 1 ms of slack).
@@ -237,32 +250,41 @@ func TestEmbeddedRoundTrip(t *testing.T) {
 	}
 }
 
+// The exact replies of TestTooLarge: MaxMessageSize is the library's limit (its
+// reply), the room the headers leave is the queue's own.
+const (
+	replyLibraryTooBig = "552 5.3.4 Requested mail action aborted: exceeded storage allocation"
+	replyQueueTooBig   = "552 5.3.4 Message too big for the queue"
+)
+
 // TestTooLarge checks the size limit with a small max_payload (128 KiB):
 // -max-message is derived from it (128 KiB less 64 KiB for the headers), a SIZE=
-// over it is refused at MAIL, a message over it after its data, and a message
-// whose envelope headers (400 long recipients) leave too little room for its
-// body: each 552 with a log line that says what to raise. A message that fits is
-// stored; the refused ones are not.
+// over it is refused at MAIL and a message over it after its data, both with the
+// library's MaxMessageSize reply; a message whose envelope headers (400 long
+// recipients) leave too little room for its body gets the queue's own reply.
+// Each refusal after the data has a log line that says what to raise. A message
+// that fits is stored; the refused ones are not.
 func TestTooLarge(t *testing.T) {
 	t.Parallel()
 	p := startRun(t, true, "-ports", "0", "-data", t.TempDir(), "-nats-listen", "127.0.0.1:0",
 		"-max-payload", "131072", "-max-recipients", "400")
 	c := dialEHLO(t, p.smtp)
 
-	if err := c.expect("MAIL FROM:<a@example.org> SIZE=70000", 552); err != nil {
-		t.Error("SIZE over the limit:", err)
+	reply := func(code int, text string) string { return fmt.Sprintf("%d %s", code, text) }
+	if code, text, err := c.cmd("MAIL FROM:<a@example.org> SIZE=70000"); err != nil || reply(code, text) != replyLibraryTooBig {
+		t.Errorf("SIZE over the limit: %q %v, want %q", reply(code, text), err, replyLibraryTooBig)
 	}
 	over := message{from: "a@example.org", to: []string{"b@example.net"}, data: bigMessage("over", 70000)}
-	if code, text, err := sendOne(c, over); code != 552 {
-		t.Errorf("a message over -max-message: %d %s %v, want 552", code, text, err)
+	if code, text, err := sendOne(c, over); err != nil || reply(code, text) != replyLibraryTooBig {
+		t.Errorf("a message over -max-message: %q %v, want %q", reply(code, text), err, replyLibraryTooBig)
 	}
 	var many []string
 	for i := range 400 {
 		many = append(many, fmt.Sprintf("%s%03d@%s.example", strings.Repeat("r", 60), i, strings.Repeat("d", 120)))
 	}
 	crowded := message{from: "a@example.org", to: many, data: bigMessage("crowded", 50000)}
-	if code, text, err := sendOne(c, crowded); code != 552 {
-		t.Errorf("a message whose headers leave too little room: %d %s %v, want 552", code, text, err)
+	if code, text, err := sendOne(c, crowded); err != nil || reply(code, text) != replyQueueTooBig {
+		t.Errorf("a message whose headers leave too little room: %q %v, want %q", reply(code, text), err, replyQueueTooBig)
 	}
 	fits := message{from: "a@example.org", to: []string{"b@example.net"}, data: bigMessage("fits", 60000)}
 	if code, text, err := sendOne(c, fits); err != nil || code != 250 {
@@ -270,10 +292,12 @@ func TestTooLarge(t *testing.T) {
 	}
 
 	logs := p.stderr.String()
-	if n := strings.Count(logs, "refused with 552"); n != 2 {
-		t.Errorf("%d log lines say \"refused with 552\", want 2 (the SIZE= refusal is the library's):\n%s", n, logs)
+	for _, want := range []string{"message over -max-message; refused with 552", "message over what max_payload leaves after its headers; refused with 552"} {
+		if n := strings.Count(logs, want); n != 1 {
+			t.Errorf("%d log lines say %q, want 1 (the SIZE= refusal is the library's):\n%s", n, want, logs)
+		}
 	}
-	if !strings.Contains(logs, "raise max_payload") || !strings.Contains(logs, "max_message=65536") {
+	if n := strings.Count(logs, "raise max_payload"); n != 2 || !strings.Contains(logs, "max_message=65536") {
 		t.Errorf("the 552 log lines do not say the limit and what to raise:\n%s", logs)
 	}
 	got := readStream(t, natsConnect(t, p.nats), "MAIL")
@@ -415,6 +439,7 @@ func TestFlags(t *testing.T) {
 		{"-replicas", "3"}, // the embedded server is one node
 		{"-nats", "nats://127.0.0.1:1", "-data", "x"}, // -data is the embedded server's
 		{"-out", "dir"}, // -out needs -consume
+		{"-drain"},      // so does -drain
 		{"-retention", "interest"},
 		{"-max-payload", "1000"},
 		{"-publish-timeout", "0s"},

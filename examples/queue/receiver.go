@@ -11,7 +11,6 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +47,7 @@ const headerRoom = 64 << 10
 var (
 	errQueueDown = &smtpd.SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "Queue unavailable, try again later"}
 	errNotQueued = &smtpd.SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "Message not queued, try again later"}
-	errTooBig    = &smtpd.SMTPError{Code: 552, EnhancedCode: "5.3.4", Message: "Message too big for the queue"}
+	errTooBig    = &smtpd.SMTPError{Code: 552, EnhancedCode: "5.3.4", Message: "Message too big for the queue"} // within MaxMessageSize, over what max_payload leaves
 	errNoMemory  = &smtpd.SMTPError{Code: 452, EnhancedCode: "4.3.1", Message: "Insufficient system storage, try again later"}
 )
 
@@ -64,9 +63,6 @@ type receiver struct {
 	max     int    // -max-message: what the SMTP server lets through
 	nonce   string // random per process: part of every Nats-Msg-Id
 	mem     *budget
-
-	mu     sync.Mutex
-	counts map[*smtpd.Session]uint64 // messages numbered so far, per open session
 }
 
 func newReceiver(q *queue, cfg *config, maxMessage int) *receiver {
@@ -75,7 +71,6 @@ func newReceiver(q *queue, cfg *config, maxMessage int) *receiver {
 	return &receiver{
 		nc: q.nc, js: q.js, stream: cfg.streamName, subject: cfg.subject, timeout: cfg.pubTimeout,
 		max: maxMessage, nonce: hex.EncodeToString(b[:]), mem: newBudget(cfg.maxBuffered),
-		counts: map[*smtpd.Session]uint64{},
 	}
 }
 
@@ -142,7 +137,7 @@ func (h *receiver) OnMailFrom(s *smtpd.Session, _ string) (string, error) {
 // payload), publishes it with its envelope in headers and returns nil — 250 — only
 // once the PubAck arrived.
 func (h *receiver) OnMessageStream(s *smtpd.Session, r io.Reader) error {
-	id := h.nextID(s)
+	id := h.msgID(s)
 	log := s.Logger().With("msg_id", id)
 	hdr := h.headers(s, id)
 	maxPayload := int(h.nc.MaxPayload())
@@ -151,11 +146,18 @@ func (h *receiver) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	body, err := h.readBody(r, min(room, h.max), s.Envelope.Size)
 	defer h.mem.release(cap(body)) // the one release of what readBody took, error or not
 	switch {
-	case errors.Is(err, smtpd.SMTPError552) || errors.Is(err, errTooBig):
-		// The library stops at MaxMessageSize (-max-message); readBody at what
-		// max_payload leaves after this message's headers. The rest of the data is
-		// read and discarded by the library.
-		log.Warn("message over the queue's size limit; refused with 552", "max_message", h.max,
+	case errors.Is(err, smtpd.SMTPError552):
+		// The library stopped at MaxMessageSize (-max-message): its reply, "552
+		// 5.3.4 Requested mail action aborted: exceeded storage allocation", wins
+		// over whatever this returns. It reads and discards the rest of the data.
+		log.Warn("message over -max-message; refused with 552", "max_message", h.max,
+			"max_payload", maxPayload, "hint", "raise max_payload in the NATS servers' configuration (embedded: -max-payload), up to 64 MiB")
+		return err
+	case errors.Is(err, errTooBig):
+		// Within MaxMessageSize, but over what max_payload leaves after this
+		// message's headers (many long recipients): the queue's own limit, its
+		// own reply. The library reads and discards the rest of the data.
+		log.Warn("message over what max_payload leaves after its headers; refused with 552", "max_message", h.max,
 			"max_payload", maxPayload, "header_bytes", maxPayload-room,
 			"hint", "raise max_payload in the NATS servers' configuration (embedded: -max-payload), up to 64 MiB")
 		return errTooBig
@@ -219,25 +221,16 @@ func (h *receiver) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAc
 	}
 }
 
-// nextID returns the Nats-Msg-Id of the session's next message:
-// "<nonce>-<Session.ID>-<n>". Session.ID is unique per connection (smtpd's random
-// per-server prefix and a counter), n counts the session's messages, and the
-// nonce, random per process, keeps two receivers apart even if their prefixes
-// met. A client that retries after a lost 250 sends a new transaction and gets a
-// new ID: that copy is stored again (a duplicate the client caused, see README).
-func (h *receiver) nextID(s *smtpd.Session) string {
-	h.mu.Lock()
-	h.counts[s]++
-	n := h.counts[s]
-	h.mu.Unlock()
-	return h.nonce + "-" + s.ID + "-" + strconv.FormatUint(n, 10)
-}
-
-// OnDisconnect forgets the session's message count.
-func (h *receiver) OnDisconnect(s *smtpd.Session) {
-	h.mu.Lock()
-	delete(h.counts, s)
-	h.mu.Unlock()
+// msgID returns the message's Nats-Msg-Id: "<nonce>-<Message.ID>", smtpd's
+// Message.ID being "<Session.ID>-<n>". Session.ID is unique per connection
+// (smtpd's random per-server prefix and a counter), n counts the session's
+// transactions, and the nonce, random per process, keeps two receivers apart even
+// if their prefixes met. Message.ID is set at MAIL FROM and changes only after
+// this hook returned, so the stream hook may read it. A client that retries after
+// a lost 250 sends a new transaction and gets a new ID: that copy is stored again
+// (a duplicate the client caused, see README).
+func (h *receiver) msgID(s *smtpd.Session) string {
+	return h.nonce + "-" + s.Message.ID
 }
 
 // headers returns the message's NATS headers: the envelope and the session facts,

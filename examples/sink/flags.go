@@ -69,10 +69,10 @@ var (
 const usageHead = `sink is an SMTP server that accepts every message and discards it, or saves it
 to -out DIR as <id>.eml (the exact message) and then <id>.json (its envelope,
 session facts and a few header fields; written last, so a .json file means the
-message is complete). An id is <session id>-<n>: the smtpd Session.ID (a random
-per-run prefix and a connection counter) and the message's number in that
-session, 4 digits or more (q7k2m9-1f-0001); the .json's received_at gives the
-arrival order across sessions.
+message is complete). An id is smtpd's Message.ID, <session id>-<n>: the
+Session.ID (a random per-run prefix and a connection counter) and the number of
+the transaction in that session, from 1 (q7k2m9-1f-1); the .json's received_at
+gives the arrival order.
 It is the server the interop, acceptance and load-test suites drive. Every
 option has the library's default; -max-processings 0 means 100 sessions at
 once: give -max-processings 1100 to hold 1000 idle connections with a banner each.
@@ -136,7 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(tlsMode, "tls", "STARTTLS `mode`: forbidden, optional or required")
 	fs.StringVar(&s.TLSCertPath, "cert", "", "PEM certificate `file` (chain allowed); default: a self-signed certificate")
 	fs.StringVar(&s.TLSKeyPath, "key", "", "PEM key `file` of -cert; default: the key inside the -cert file")
-	fs.StringVar(&s.TLSCertCN, "cn", "", "common `name` of the self-signed certificate (default: the first host)")
+	fs.StringVar(&s.TLSCertCN, "cn", "", "common `name` of the self-signed certificate (default: the first -san name, else the first host or bound address; localhost.local when that is localhost, 127.0.0.1 or ::1)")
 	fs.StringVar(&s.TLSCertSAN, "san", "", "subject alternative `names` of the self-signed certificate, comma separated (default: hosts and bound addresses)")
 	fs.Var(suites, "ciphers", "TLS 1.2 cipher `preset`: advanced-plus, advanced, broad, widest or legacy")
 	fs.StringVar(&s.ImplicitTLSPorts, "implicit-tls", "", "bound `ports` that speak TLS from the first byte (RFC 8314), Ports syntax; needs -tls optional or required")

@@ -19,9 +19,6 @@ type sink struct {
 	passSum [32]byte
 	store   *store    // nil: discard messages
 	out     io.Writer // per-message lines; nil with -quiet
-
-	mu       sync.Mutex
-	messages map[*smtpd.Session]uint64 // messages numbered so far, per open session
 }
 
 // OnAuth accepts exactly -user/-pass, compared in constant time, for the user
@@ -39,11 +36,16 @@ func (h *sink) OnAuth(_ *smtpd.Session, authzID, authcID, password string) (stri
 // OnMessage saves the message when -out is set and prints one line unless -quiet.
 // Without either it returns at once: it is the load-test path. An error (a write
 // that failed) is answered 451 and the message is not acknowledged.
+//
+// The files and the line carry the message's smtpd Message.ID, "<Session.ID>-<n>"
+// (n counts the session's transactions from 1). Session.ID is unique per
+// connection and starts with a random prefix per run, so ids do not repeat
+// across restarts either (store.save refuses one that is taken, with 451).
 func (h *sink) OnMessage(s *smtpd.Session) error {
 	if h.store == nil && h.out == nil {
 		return nil
 	}
-	id := h.newID(s)
+	id := s.Message.ID
 	if h.store != nil {
 		if err := h.store.save(id, s); err != nil {
 			return err
@@ -70,7 +72,7 @@ func (h streamSink) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 		_, err := io.Copy(io.Discard, r)
 		return err
 	}
-	id := h.newID(s)
+	id := s.Message.ID // set at MAIL FROM; the library changes it only after this hook returned
 	if h.store != nil {
 		if err := h.store.saveStream(id, s, r); err != nil {
 			return err
@@ -83,32 +85,6 @@ func (h streamSink) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 			id, s.Envelope.From, strings.Join(s.Envelope.To, ">,<"))
 	}
 	return nil
-}
-
-// OnDisconnect forgets the session's message count.
-func (h *sink) OnDisconnect(s *smtpd.Session) {
-	if h.store == nil && h.out == nil {
-		return // the load-test path never numbers messages
-	}
-	h.mu.Lock()
-	delete(h.messages, s)
-	h.mu.Unlock()
-}
-
-// newID returns the id of the session's next message: "<Session.ID>-<n>", n its
-// number in the session from 1, zero-padded to 4 digits (more past 9999), so that
-// a session's messages sort in order and next to each other. Session.ID is unique
-// per connection and starts with a random prefix per run, so ids do not repeat
-// across restarts either (store.save refuses one that is taken, with 451).
-func (h *sink) newID(s *smtpd.Session) string {
-	h.mu.Lock()
-	if h.messages == nil {
-		h.messages = map[*smtpd.Session]uint64{}
-	}
-	h.messages[s]++
-	n := h.messages[s]
-	h.mu.Unlock()
-	return fmt.Sprintf("%s-%04d", s.ID, n)
 }
 
 // lockedWriter serializes the writes of concurrent sessions.

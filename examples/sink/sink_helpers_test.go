@@ -22,9 +22,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// sinkIDRe is a message id: the Session.ID ("<random prefix>-<counter>", base 36)
-// and the message's number in the session.
-var sinkIDRe = regexp.MustCompile(`^([0-9a-z]+-[0-9a-z]+)-(\d{4,})$`)
+// sinkIDRe is a message id, smtpd's Message.ID: the Session.ID ("<random
+// prefix>-<counter>", base 36) and the transaction's number in the session.
+var sinkIDRe = regexp.MustCompile(`^([0-9a-z]+-[0-9a-z]+)-([1-9]\d*)$`)
 
 // sinkBuffer is an io.Writer that run may write to while the test reads it.
 type sinkBuffer struct {

@@ -29,7 +29,7 @@ type store struct {
 // with net/mail; each is "" when the header is absent or the header section does
 // not parse.
 type record struct {
-	ID               string   `json:"id"`         // the file name: "<session_id>-<n>", see sink.newID
+	ID               string   `json:"id"`         // the file name: smtpd's Message.ID, "<session_id>-<n>"
 	SessionID        string   `json:"session_id"` // smtpd Session.ID, as in the log's session attribute
 	From             string   `json:"from"`
 	To               []string `json:"to"`
