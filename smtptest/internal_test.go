@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/midismtp/smtpd"
 )
 
 // fakeTB records the first fatal failure and ends the goroutine, as t.Fatal does.
@@ -122,5 +124,23 @@ func TestExpectClosed(t *testing.T) {
 		if !strings.Contains(tb.failure, tc.failure) || (tc.failure == "") != (tb.failure == "") {
 			t.Errorf("%s: failure %q, want %q", tc.name, tb.failure, tc.failure)
 		}
+	}
+}
+
+type misspelledHandler struct{ Recorder }
+
+func (misspelledHandler) OnRcpt(*smtpd.Session, string) (string, error) { return "", nil }
+
+// NewServer fails the test on a handler whose hook is misspelled.
+func TestNewServerRefusesMisspelledHook(t *testing.T) {
+	tb := &fakeTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		NewServer(tb, &misspelledHandler{})
+	}()
+	<-done
+	if !strings.Contains(tb.failure, "OnRcpt is no hook and is never called; did you mean OnRcptTo?") {
+		t.Fatalf("failure %q", tb.failure)
 	}
 }

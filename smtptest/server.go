@@ -82,6 +82,10 @@ type Server struct {
 // self-signed certificate, which real programs still get; ClientTLSConfig
 // trusts it.
 //
+// A handler with a method named like a hook that the server never calls (a
+// misspelling such as OnRcpt, or an optional hook with the wrong signature; see
+// smtpd.CheckHandler) fails the test at once.
+//
 // NewServer returns once the server accepts connections; options the server
 // refuses fail the test. At the end of the test the server is closed (Close) and
 // the test fails if Serve returns anything but smtpd.ErrServerClosed or if a
@@ -102,6 +106,9 @@ func NewServer(t testing.TB, h smtpd.Handler, opts ...func(*smtpd.Server)) *Serv
 	ts.Server = &smtpd.Server{Handler: h, Logger: ts.log.logger()}
 	for _, opt := range opts {
 		opt(ts.Server)
+	}
+	if err := smtpd.CheckHandler(ts.Server.Handler); err != nil {
+		t.Fatalf("smtptest: %v", err) // a misspelled hook would silently never run
 	}
 	if err := giveTestCertificate(ts.Server); err != nil {
 		t.Fatalf("smtptest: test certificate: %v", err)
