@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +21,7 @@ type config struct {
 	srv      smtpd.Server // the server, its options set from the flags
 	user     string
 	pass     string
+	token    string // the bearer token OAUTHBEARER and XOAUTH2 accept for -user
 	out      string
 	stream   bool
 	quiet    bool
@@ -54,10 +57,13 @@ func (c *choice) Set(s string) error {
 }
 
 var (
-	crlfModes = map[string]smtpd.CRLFMode{"ensure": smtpd.CRLFEnsure, "leave": smtpd.CRLFLeave, "strict": smtpd.CRLFStrict}
-	authModes = map[string]smtpd.AuthMode{"forbidden": smtpd.AuthForbidden, "optional": smtpd.AuthOptional, "required": smtpd.AuthRequired}
-	tlsModes  = map[string]smtpd.TLSMode{"forbidden": smtpd.TLSForbidden, "optional": smtpd.TLSOptional, "required": smtpd.TLSRequired}
-	ciphers   = map[string][]uint16{
+	crlfModes   = map[string]smtpd.CRLFMode{"ensure": smtpd.CRLFEnsure, "leave": smtpd.CRLFLeave, "strict": smtpd.CRLFStrict}
+	authModes   = map[string]smtpd.AuthMode{"forbidden": smtpd.AuthForbidden, "optional": smtpd.AuthOptional, "required": smtpd.AuthRequired}
+	tlsModes    = map[string]smtpd.TLSMode{"forbidden": smtpd.TLSForbidden, "optional": smtpd.TLSOptional, "required": smtpd.TLSRequired}
+	clientAuths = map[string]tls.ClientAuthType{"none": tls.NoClientCert, "request": tls.RequestClientCert,
+		"require-any": tls.RequireAnyClientCert, "verify-if-given": tls.VerifyClientCertIfGiven,
+		"require-and-verify": tls.RequireAndVerifyClientCert}
+	ciphers = map[string][]uint16{
 		"advanced-plus": smtpd.TLSCiphersAdvancedPlus,
 		"advanced":      smtpd.TLSCiphersAdvanced,
 		"broad":         smtpd.TLSCiphersBroadCompatibility,
@@ -81,8 +87,9 @@ It prints "listening on HOST:PORT" on stdout for every bound address once ready,
 then one line per accepted message unless -quiet. Logs go to stderr.
 SIGINT or SIGTERM stops it gracefully.
 
-Environment: SINK_PASS is the AUTH password when -pass is empty (a password on
-the command line is visible to every user through ps).
+Environment: SINK_PASS is the AUTH password when -pass is empty, SINK_TOKEN the
+bearer token when -token is empty (a secret on the command line is visible to
+every user through ps).
 
 Usage: sink [flags]
 `
@@ -102,6 +109,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	auth := &choice{"forbidden", []string{"forbidden", "optional", "required"}}
 	tlsMode := &choice{"forbidden", []string{"forbidden", "optional", "required"}}
 	suites := &choice{"advanced-plus", []string{"advanced-plus", "advanced", "broad", "widest", "legacy"}}
+	clientAuth := &choice{"none", []string{"none", "request", "require-any", "verify-if-given", "require-and-verify"}}
+	var mechanisms, clientCA string
 
 	fs.StringVar(&s.Hosts, "hosts", "127.0.0.1", "`addresses` to listen on, comma separated; * is every local address")
 	fs.StringVar(&s.Ports, "ports", "2525", "`ports`, comma separated, item i for host i; a:b gives a host several ports; 0 picks a free one")
@@ -128,9 +137,14 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&cfg.stream, "stream", false, "take each message as a stream (smtpd.MessageStreamer): written straight to its .eml, never whole in memory")
 	fs.BoolVar(&s.Pipelining, "pipelining", false, "enable PIPELINING (RFC 2920)")
 	fs.BoolVar(&s.Internationalization, "i18n", false, "enable 8BITMIME and SMTPUTF8")
-	fs.Var(auth, "auth", "AUTH PLAIN/LOGIN `mode`: forbidden, optional or required (needs -user and -pass or SINK_PASS)")
+	fs.Var(auth, "auth", "AUTH `mode`: forbidden, optional or required (needs -user and -pass or SINK_PASS)")
 	fs.StringVar(&cfg.user, "user", "", "the one user `name` AUTH accepts")
 	fs.StringVar(&cfg.pass, "pass", "", "the `password` of -user; empty: the SINK_PASS environment variable (better: a command line is visible in ps)")
+	fs.StringVar(&mechanisms, "auth-mechanisms", "", "SASL `mechanisms` AUTH offers, comma separated, in order: PLAIN, LOGIN, OAUTHBEARER, XOAUTH2 (the -token of -user), EXTERNAL (a client certificate verified by -client-ca whose subject's common name is -user) (default: LOGIN,PLAIN)")
+	fs.StringVar(&cfg.token, "token", "", "the bearer `token` OAUTHBEARER and XOAUTH2 accept for -user; empty: the SINK_TOKEN environment variable")
+	fs.Var(clientAuth, "client-auth", "TLS client certificate `policy`: none, request, require-any, verify-if-given or require-and-verify (against -client-ca)")
+	fs.StringVar(&clientCA, "client-ca", "", "PEM `file` of the certificate authorities client certificates are verified against (default: the system's)")
+	fs.BoolVar(&s.RequireTLS, "require-tls", false, "enable REQUIRETLS (RFC 8689), advertised over TLS only")
 	fs.IntVar(&s.MaxAuthFailures, "max-auth-failures", 0, "failed AUTH attempts per session before 421 (0: 3, negative: no limit)")
 	fs.DurationVar(&s.AuthFailureDelay, "auth-failure-delay", 0, "hold every 535 (failed AUTH) back this long (0: off; negative is refused)")
 	fs.Var(tlsMode, "tls", "STARTTLS `mode`: forbidden, optional or required")
@@ -170,6 +184,20 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if set["ciphers"] {
 		s.TLSCipherSuites = ciphers[suites.val]
 	}
+	if cfg.token == "" && s.AuthMode != smtpd.AuthForbidden {
+		cfg.token = os.Getenv("SINK_TOKEN")
+	}
+	if mechanisms != "" {
+		s.AuthMechanisms = strings.Split(mechanisms, ",")
+	}
+	s.TLSClientAuth = clientAuths[clientAuth.val]
+	if clientCA != "" {
+		pool, err := loadCAs(clientCA)
+		if err != nil {
+			return nil, usageFail(fs, "-client-ca: %v", err)
+		}
+		s.TLSClientCAs = pool
+	}
 
 	switch {
 	case s.AuthMode != smtpd.AuthForbidden && (cfg.user == "" || cfg.pass == ""):
@@ -180,10 +208,39 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageFail(fs, "-cert, -key, -cn, -san and -ciphers need -tls optional or required")
 	case s.TLSKeyPath != "" && s.TLSCertPath == "":
 		return nil, usageFail(fs, "-key needs -cert")
+	case s.TLSMode == smtpd.TLSForbidden && (set["client-auth"] || clientCA != "" || s.RequireTLS):
+		return nil, usageFail(fs, "-client-auth, -client-ca and -require-tls need -tls optional or required")
+	case s.AuthMode == smtpd.AuthForbidden && (mechanisms != "" || cfg.token != ""):
+		return nil, usageFail(fs, "-auth-mechanisms and -token need -auth optional or required")
+	case tokenMechanism(s.AuthMechanisms) && cfg.token == "":
+		return nil, usageFail(fs, "-auth-mechanisms OAUTHBEARER or XOAUTH2 needs -token (or SINK_TOKEN)")
 	case cfg.grace < 0:
 		return nil, usageFail(fs, "-grace must not be negative")
 	}
 	return cfg, nil
+}
+
+// tokenMechanism reports whether mechs offers a bearer-token mechanism.
+func tokenMechanism(mechs []string) bool {
+	for _, m := range mechs {
+		if u := strings.ToUpper(m); u == smtpd.MechanismOAuthBearer || u == smtpd.MechanismXOAuth2 {
+			return true
+		}
+	}
+	return false
+}
+
+// loadCAs reads a PEM file of certificate authorities.
+func loadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // usageFail reports a command-line error the way the flag package does.

@@ -15,10 +15,12 @@ import (
 // accepts AUTH for the one configured credential.
 type sink struct {
 	smtpd.BaseHandler
-	userSum [32]byte // SHA-256 of -user and -pass: equal-length values to compare
-	passSum [32]byte
-	store   *store    // nil: discard messages
-	out     io.Writer // per-message lines; nil with -quiet
+	user     string   // -user, for EXTERNAL's certificate subject
+	userSum  [32]byte // SHA-256 of -user, -pass and -token: equal-length values to compare
+	passSum  [32]byte
+	tokenSum [32]byte
+	store    *store    // nil: discard messages
+	out      io.Writer // per-message lines; nil with -quiet
 }
 
 // OnAuth accepts exactly -user/-pass, compared in constant time, for the user
@@ -31,6 +33,29 @@ func (h *sink) OnAuth(_ *smtpd.Session, authzID, authcID, password string) (stri
 		return "", smtpd.SMTPError535
 	}
 	return "", nil
+}
+
+// OnAuthToken accepts exactly -token for -user (OAUTHBEARER, XOAUTH2), compared
+// in constant time.
+func (h *sink) OnAuthToken(_ *smtpd.Session, t smtpd.AuthToken) (string, error) {
+	u := sha256.Sum256([]byte(t.User))
+	k := sha256.Sum256([]byte(t.Token))
+	if t.Token == "" || subtle.ConstantTimeCompare(u[:], h.userSum[:])&subtle.ConstantTimeCompare(k[:], h.tokenSum[:]) != 1 {
+		return "", smtpd.SMTPError535
+	}
+	return "", nil
+}
+
+// OnAuthExternal accepts a client certificate that TLS verified (-client-auth
+// verify-if-given or require-and-verify, against -client-ca) whose subject's common
+// name is -user, for -user itself.
+func (h *sink) OnAuthExternal(s *smtpd.Session, authzID string) (string, error) {
+	st, ok := s.TLSState()
+	if !ok || len(st.VerifiedChains) == 0 || h.user == "" ||
+		st.PeerCertificates[0].Subject.CommonName != h.user || authzID != "" && authzID != h.user {
+		return "", smtpd.SMTPError535
+	}
+	return h.user, nil
 }
 
 // OnMessage saves the message when -out is set and prints one line unless -quiet.

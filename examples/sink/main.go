@@ -47,8 +47,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	h := &sink{}
 	if cfg.user != "" {
+		h.user = cfg.user
 		h.userSum = sha256.Sum256([]byte(cfg.user))
 		h.passSum = sha256.Sum256([]byte(cfg.pass))
+		h.tokenSum = sha256.Sum256([]byte(cfg.token))
 	}
 	if !cfg.quiet {
 		h.out = out

@@ -145,6 +145,14 @@ func TestSinkFlagErrors(t *testing.T) {
 		{name: "negative -greet-delay", args: []string{"-greet-delay", "-1s"}, want: "GreetDelay"},
 		{name: "bad -proxy-trusted", args: []string{"-proxy-trusted", "10.0.0.0/33"}, want: "ProxyTrustedNetworks"},
 		{name: "bad -xclient-trusted", args: []string{"-xclient-trusted", "example.com"}, want: "XClientTrustedNetworks"},
+		{name: "bad -client-auth", args: []string{"-tls", "optional", "-client-auth", "always"}, usage: true, want: "-client-auth"},
+		{name: "client-auth without tls", args: []string{"-client-auth", "request"}, usage: true, want: "need -tls"},
+		{name: "require-tls without tls", args: []string{"-require-tls"}, usage: true, want: "need -tls"},
+		{name: "unreadable -client-ca", args: []string{"-tls", "optional", "-client-ca", "/nonexistent/ca.pem"}, usage: true, want: "/nonexistent/ca.pem"},
+		{name: "mechanisms without auth", args: []string{"-auth-mechanisms", "PLAIN"}, usage: true, want: "need -auth"},
+		{name: "token mechanism without token", args: []string{"-auth", "optional", "-user", "u", "-pass", "p", "-auth-mechanisms", "XOAUTH2"}, usage: true, want: "needs -token"},
+		{name: "unknown mechanism", args: []string{"-auth", "optional", "-user", "u", "-pass", "p", "-auth-mechanisms", "CRAM-MD5"}, want: "unknown mechanism"},
+		{name: "EXTERNAL without client certificates", args: []string{"-tls", "optional", "-auth", "optional", "-user", "u", "-pass", "p", "-auth-mechanisms", "EXTERNAL"}, want: "TLSClientAuth"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,7 +180,8 @@ func TestSinkHelp(t *testing.T) {
 		"buffer-max", "max-message", "pipelining", "i18n", "auth", "user", "pass", "tls", "cert", "key", "cn",
 		"san", "implicit-tls", "out", "quiet", "log-level",
 		"max-errors", "max-junk", "max-per-ip", "wait-timeout", "greet-delay", "min-data-rate",
-		"auth-failure-delay", "max-buffered", "proxy-trusted", "xclient-trusted", "enhanced-status-codes"} {
+		"auth-failure-delay", "max-buffered", "proxy-trusted", "xclient-trusted", "enhanced-status-codes",
+		"auth-mechanisms", "token", "client-auth", "client-ca", "require-tls"} {
 		require.Regexp(t, `(?m)^  -`+name+`\b`, stderr)
 	}
 }
@@ -200,6 +209,8 @@ func TestSinkFlagsReachServer(t *testing.T) {
 		"-auth", "optional", "-user", "u", "-pass", "p", "-auth-failure-delay", "1500ms",
 		"-max-buffered", "1048576", "-proxy-trusted", "10.0.0.0/8, 192.0.2.1",
 		"-xclient-trusted", "127.0.0.1", "-enhanced-status-codes",
+		"-auth-mechanisms", "PLAIN,XOAUTH2", "-token", "tok", "-tls", "optional", "-client-auth", "verify-if-given",
+		"-require-tls",
 	}, io.Discard)
 	require.NoError(t, err)
 	s = &cfg.srv
@@ -217,6 +228,10 @@ func TestSinkFlagsReachServer(t *testing.T) {
 	require.True(t, s.EnhancedStatusCodes)
 	require.Equal(t, smtpd.AuthOptional, s.AuthMode)
 	require.Equal(t, "p", cfg.pass)
+	require.Equal(t, []string{"PLAIN", "XOAUTH2"}, s.AuthMechanisms)
+	require.Equal(t, "tok", cfg.token)
+	require.Equal(t, tls.VerifyClientCertIfGiven, s.TLSClientAuth)
+	require.True(t, s.RequireTLS)
 }
 
 func TestSinkEnhancedStatusCodesLive(t *testing.T) {

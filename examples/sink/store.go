@@ -41,7 +41,10 @@ type record struct {
 	EncodingUTF8     string   `json:"encoding_utf8"`
 	AuthorizationID  string   `json:"authorization_id"`
 	AuthenticationID string   `json:"authentication_id"`
+	AuthMechanism    string   `json:"auth_mechanism"` // the SASL mechanism of the AUTH; "" without
 	Encrypted        bool     `json:"encrypted"`
+	RequireTLS       bool     `json:"require_tls"`     // MAIL FROM ... REQUIRETLS (-require-tls)
+	TLSRequiredNo    bool     `json:"tls_required_no"` // the message has "TLS-Required: No" (RFC 8689)
 	Bytesize         int      `json:"bytesize"`
 	ReceivedAt       string   `json:"received_at"` // when the final dot arrived: RFC 3339, UTC, always 9 decimals, so it sorts as text
 	Subject          string   `json:"subject"`     // decoded (RFC 2047 encoded words); undecodable charsets left as sent
@@ -166,7 +169,10 @@ func (st *store) saveRecord(id string, s *smtpd.Session, head []byte, size int, 
 		EncodingUTF8:     s.Envelope.EncodingUTF8,
 		AuthorizationID:  s.AuthorizationID,
 		AuthenticationID: s.AuthenticationID,
+		AuthMechanism:    s.AuthMechanism,
 		Encrypted:        s.IsEncrypted(),
+		RequireTLS:       s.Envelope.RequireTLS,
+		TLSRequiredNo:    s.Envelope.TLSRequiredNo,
 		Bytesize:         size,
 		ReceivedAt:       at.UTC().Format("2006-01-02T15:04:05.000000000Z"),
 		Subject:          subject,
