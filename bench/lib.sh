@@ -64,6 +64,16 @@ build_sink() {
 	fi
 }
 
+# build_sink_rev REV OUT: examples/sink as it was at git revision REV, built into
+# OUT from a copy of that revision's tree (the work tree is not touched).
+build_sink_rev() {
+	local rev=$1 out=$2 src
+	src=$(mktemp -d "$BIN/rev.XXXXXX") || die "mktemp failed"
+	git -C "$ROOT" archive "$rev" | tar -x -C "$src" || die "git archive $rev failed"
+	(cd "$src" && GOWORK=off "$GO" build -o "$out" ./examples/sink) || die "go build of examples/sink at $rev failed"
+	rm -rf "$src"
+}
+
 # build_tool NAME: $BIN/NAME from bench/tools/NAME.
 build_tool() {
 	(cd "$BENCH/tools" && "$GO" build -o "$BIN/$1" "./$1") || die "go build of bench/tools/$1 failed"

@@ -5,6 +5,7 @@
 # Servers (each started fresh for every measurement, on its own 127.0.0.1 port):
 #   smtpd      examples/sink -quiet $SINK_FLAGS                      port 12541
 #   smtpd-alt  examples/sink -quiet $SINK_FLAGS_ALT (only if set)    port 12544
+#              (built from git revision $ALT_REV when that is set)
 #   smtp-sink  Postfix's C sink (smtp-sink [-u nobody] ADDR 1024)    port 12542
 #   gosmtp     bench/peers/gosmtp, a sink on emersion/go-smtp        port 12543
 # All of them accept and discard every message (smtp-source stops at the first
@@ -35,6 +36,9 @@
 #                      (e.g. -stream, -pipelining); a flag sink does not know
 #                      makes the script stop before measuring, with sink's message
 #   SINK_FLAGS_ALT=""  if set, a fourth server smtpd-alt with these flags instead
+#   ALT_REV=""         if set, smtpd-alt is examples/sink built from this git
+#                      revision (e.g. ALT_REV=a0bb121: the old build next to the
+#                      new one, in one run), with SINK_FLAGS_ALT or else SINK_FLAGS
 #   SERVERS="smtpd smtp-sink gosmtp"  subset/order (smtpd-alt is added when set)
 #   IDLE_CONNS=1000    idle connections per server at the end (0: skip)
 #   SHAPE_TIMEOUT=180  seconds a run may take
@@ -62,6 +66,10 @@ C_MSGS=${C_MSGS:-1200}
 SESSIONS=${SESSIONS:-20}
 SINK_FLAGS=${SINK_FLAGS:-}
 SINK_FLAGS_ALT=${SINK_FLAGS_ALT:-}
+ALT_REV=${ALT_REV:-}
+if [ -n "$ALT_REV" ] && [ -z "$SINK_FLAGS_ALT" ]; then
+	SINK_FLAGS_ALT=${SINK_FLAGS:- } # a space: "set", so smtpd-alt runs
+fi
 SERVERS=${SERVERS:-smtpd smtp-sink gosmtp}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 SHAPE_TIMEOUT=${SHAPE_TIMEOUT:-180}
@@ -121,12 +129,18 @@ build_sink "$SINK_BIN"
 [ -z "$SINK_BIN" ] || echo "using SINK_BIN=$SINK_BIN; building bench/peers/gosmtp and bench/tools into $BIN"
 (cd "$BENCH/peers/gosmtp" && "$GO" build -o "$BIN/gosmtp" .) || die "go build of bench/peers/gosmtp failed"
 build_tool idleconns
+cp "$BIN/sink" "$BIN/sink-alt"
+if [ -n "$ALT_REV" ]; then
+	echo "building examples/sink of revision $ALT_REV as smtpd-alt"
+	build_sink_rev "$ALT_REV" "$BIN/sink-alt"
+fi
 
 # SINK_FLAGS pass through as they are; check once that sink takes them, so an
 # unknown flag stops the script here with sink's own message.
-check_sink_flags() { # FLAGS...
-	local log=$BIN/flagcheck.log p
-	"$BIN/sink" -hosts $HOST -ports 0 -quiet "$@" >"$log" 2>&1 </dev/null &
+check_sink_flags() { # BINARY FLAGS...
+	local log=$BIN/flagcheck.log p bin=$1
+	shift
+	"$bin" -hosts $HOST -ports 0 -quiet "$@" >"$log" 2>&1 </dev/null &
 	p=$!
 	if ! await_line "$p" "$log" '^listening on'; then
 		stop_pid "$p"
@@ -138,10 +152,10 @@ check_sink_flags() { # FLAGS...
 	stop_pid "$p"
 }
 # shellcheck disable=SC2086
-check_sink_flags $SINK_FLAGS || exit 1
+check_sink_flags "$BIN/sink" $SINK_FLAGS || exit 1
 if [ -n "$SINK_FLAGS_ALT" ]; then
 	# shellcheck disable=SC2086
-	check_sink_flags $SINK_FLAGS_ALT || exit 1
+	check_sink_flags "$BIN/sink-alt" $SINK_FLAGS_ALT || exit 1
 fi
 
 # ---- one server ----------------------------------------------------------------
@@ -155,8 +169,9 @@ start_server() {
 	case $name in
 	smtpd | smtpd-alt)
 		local flags=$SINK_FLAGS
-		[ "$name" = smtpd-alt ] && flags=$SINK_FLAGS_ALT
-		cmd=("$BIN/sink" -hosts $HOST -ports "$port" -quiet -grace 2s)
+		local bin=$BIN/sink
+		[ "$name" = smtpd-alt ] && flags=$SINK_FLAGS_ALT bin=$BIN/sink-alt
+		cmd=("$bin" -hosts $HOST -ports "$port" -quiet -grace 2s)
 		[ "$idle" = 1 ] && cmd+=(-max-processings "$maxp")
 		# shellcheck disable=SC2206
 		cmd+=($flags)
@@ -283,7 +298,7 @@ N=${#LIST[@]}
 	echo "# postfix=$(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo '?')" \
 		"go-smtp=$(awk '$1 == "require" && $2 ~ /go-smtp$/ {print $3} $1 ~ /go-smtp$/ {print $2}' "$BENCH/peers/gosmtp/go.mod" | head -n 1)"
 	echo "# rounds=$ROUNDS shapes='$SHAPES' servers='$SERVERS' A_MSGS=$A_MSGS B_MSGS=$B_MSGS C_MSGS=$C_MSGS sessions=$SESSIONS"
-	echo "# SINK_FLAGS='$SINK_FLAGS' SINK_FLAGS_ALT='$SINK_FLAGS_ALT' GOPROCS='$GOPROCS'"
+	echo "# SINK_FLAGS='$SINK_FLAGS' SINK_FLAGS_ALT='$SINK_FLAGS_ALT' ALT_REV='$ALT_REV' GOPROCS='$GOPROCS'"
 } | tee -a "$RAW"
 start_time=$SECONDS
 for r in $(seq 1 "$ROUNDS"); do
