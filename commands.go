@@ -127,7 +127,7 @@ func (c *conn) dispatch(text []byte) {
 		cmd = nil // an extension that is off is an unknown command
 	}
 	if c.bdat != nil && verb != "BDAT" && verb != "NOOP" {
-		c.abandonTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
+		c.resetTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
 	}
 	switch {
 	case c.needsTLS(cmd):
@@ -207,7 +207,7 @@ func (c *conn) cmdRset(args string) error {
 	if err := noArgs(args); err != nil {
 		return err
 	}
-	c.abandonTransaction()
+	c.resetTransaction()
 	c.send(replyOK)
 	return nil
 }

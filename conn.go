@@ -230,7 +230,7 @@ func (c *conn) disconnect() {
 			c.log().Error("panic in OnDisconnect", "panic", v, "stack", string(debug.Stack()))
 		}
 	}()
-	c.abandonTransaction()
+	c.resetTransaction()
 	c.flush()
 	c.log().Debug("disconnected", "exceptions", c.s.Exceptions)
 	c.h.OnDisconnect(c.s)
@@ -314,20 +314,16 @@ func (c *conn) lookupHosts() {
 	}
 }
 
-// abandonTransaction ends a transaction that MAIL FROM began before its message was
-// answered (RSET, HELO/EHLO, STARTTLS, XCLIENT, an abandoned BDAT transfer, the
-// connection ending): a ResetHandler hears of it; then the transaction is reset.
-func (c *conn) abandonTransaction() {
+// resetTransaction ends the transaction, however it ends — RSET, a new HELO/EHLO,
+// STARTTLS, XCLIENT, an abandoned BDAT transfer, the reply to its message, the
+// connection ending: a ResetHandler hears of one that MAIL FROM began, then the
+// envelope and the message are forgotten.
+func (c *conn) resetTransaction() {
 	if c.phase >= phaseMail {
 		if rh, ok := c.h.(ResetHandler); ok {
 			rh.OnReset(c.s)
 		}
 	}
-	c.resetTransaction()
-}
-
-// resetTransaction forgets the envelope and the message (RSET, end of DATA, HELO).
-func (c *conn) resetTransaction() {
 	c.releaseBuffered()
 	c.xfer.abandonStream() // a DATA or BDAT stream still open: closed, its hook waited for
 	c.bdat = nil

@@ -105,12 +105,12 @@ type DataCommandHandler interface {
 }
 
 // ResetHandler is an optional interface of a Handler: OnReset runs when a
-// transaction that MAIL FROM began is abandoned before its message was answered —
-// by RSET, a new HELO/EHLO/LHLO, STARTTLS, XCLIENT, a command other than BDAT in the
-// middle of a BDAT transfer, or the connection ending (then before OnDisconnect).
-// It does not run after a message was answered, whatever the answer: the
-// transaction is over then. s.Envelope and s.Message still hold the transaction
-// while it runs.
+// transaction that MAIL FROM began ends, however it ends — its message answered
+// (250 or an error, the server's own refusals included), RSET, a new
+// HELO/EHLO/LHLO, STARTTLS, XCLIENT, a command other than BDAT in the middle of a
+// BDAT transfer, or the connection ending (then before OnDisconnect). s.Envelope
+// and s.Message still hold the transaction while it runs. It is the place of a
+// filter's end of transaction (the milter protocol's SMFIC_ABORT).
 type ResetHandler interface {
 	OnReset(s *Session)
 }

@@ -21,7 +21,7 @@ func (c *conn) greet(verb, domain string) error {
 	if c.phase != phaseGreet && !c.countJunk() {
 		return nil
 	}
-	c.abandonTransaction()
+	c.resetTransaction()
 	if err := c.h.OnHelo(c.s, domain); err != nil {
 		return err
 	}

@@ -89,10 +89,28 @@ func TestOptionalHooks(t *testing.T) {
 	c.Cmd("QUIT", 221)
 	c.ExpectClosed()
 	ts.Close()
-	require.Equal(t, "mail:1:SIZE=10,ret=HDRS rcpt:b@example.org:NOTIFY=NEVER data message:SIZE=10,ret=HDRS:NOTIFY=NEVER "+
+	require.Equal(t, "mail:1:SIZE=10,ret=HDRS rcpt:b@example.org:NOTIFY=NEVER data message:SIZE=10,ret=HDRS:NOTIFY=NEVER reset:a@example.org "+
 		"mail:2: reset:c@example.org "+
 		"mail:3: rcpt:e@example.org: data reset:d@example.org "+
 		"mail:4: reset:f@example.org disconnect:m", h.log())
+}
+
+// TestResetAfterRefusedMessage: a message the server refuses by itself (over
+// MaxMessageSize) ends its transaction: OnReset runs, OnMessage does not.
+func TestResetAfterRefusedMessage(t *testing.T) {
+	h := &eventLog{}
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.MaxMessageSize = 100 })
+	c := ts.DialGreeted(t)
+	c.Cmd("HELO client.example", 250)
+	c.Cmd("MAIL FROM:<a@example.org>", 250)
+	c.Cmd("RCPT TO:<b@example.org>", 250)
+	c.Cmd("DATA", 354)
+	c.Send(strings.Repeat("x", 200) + "\r\n.\r\n")
+	c.Expect(552)
+	c.Cmd("QUIT", 221)
+	c.ExpectClosed()
+	ts.Close()
+	require.Equal(t, "mail:1: rcpt:b@example.org: data reset:a@example.org", h.log())
 }
 
 // TestDataCommandRefusal: an error from OnDataCommand is DATA's reply, before any

@@ -35,7 +35,7 @@ func (c *conn) cmdStartTLS(args string) error {
 	}
 	c.s.Helo, c.xclientHelo = "", false
 	c.s.AuthorizationID, c.s.AuthenticationID, c.s.AuthenticatedAt, c.s.AuthMechanism = "", "", time.Time{}, ""
-	c.abandonTransaction()
+	c.resetTransaction()
 	c.phase = phaseGreet
 	return nil
 }

@@ -110,7 +110,7 @@ func (c *conn) applyXClient(u xclientUpdate) {
 	if u.name != nil {
 		c.s.RemoteHost = *u.name
 	}
-	c.abandonTransaction()
+	c.resetTransaction()
 	c.phase = phaseGreet
 	c.s.Helo, c.xclientHelo = "", false
 	if u.helo != nil && !isUnavailable(*u.helo) {
