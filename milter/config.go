@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
@@ -68,7 +69,7 @@ type Milter struct {
 var ErrAddress = errors.New("milter: bad address")
 
 // ParseAddr splits a milter address in Postfix syntax into a network and an
-// address for net.Dial: "inet:HOST:PORT" or "inet:[IPv6]:PORT" is "tcp", 
+// address for net.Dial: "inet:HOST:PORT" or "inet:[IPv6]:PORT" is "tcp",
 // "unix:PATH" (or a bare absolute path) is "unix". Postfix's "local:" is a synonym
 // of "unix:".
 func ParseAddr(addr string) (network, address string, err error) {
@@ -140,4 +141,46 @@ type Config struct {
 	Hostname      string       // macro j (and the _/{daemon_name} context); "": os.Hostname()
 	DaemonName    string       // macro {daemon_name}; "": "smtpd"
 	Logger        *slog.Logger // nil: each session's s.Logger()
+
+	// MTAVersion is macro v (Postfix: "Postfix 3.7.11"); "": "midismtp smtpd".
+	MTAVersion string
+	// TempDir is where the streaming path spools a message that milters may change
+	// (as Postfix's queue file); "": os.TempDir(). Spool files are unlinked as soon
+	// as they are made, so none is ever left behind.
+	TempDir string
+	// MaxReplyBytes bounds what one milter may send in answer to one event: its
+	// end-of-message changes, a replaced body included; 0: 64 MiB. A milter that
+	// sends more has failed (DefaultAction).
+	MaxReplyBytes int64
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.Hostname == "" {
+		c.Hostname, _ = os.Hostname()
+	}
+	if c.DaemonName == "" {
+		c.DaemonName = "smtpd"
+	}
+	if c.MTAVersion == "" {
+		c.MTAVersion = "midismtp smtpd"
+	}
+	if c.MaxReplyBytes <= 0 {
+		c.MaxReplyBytes = 64 << 20
+	}
+	c.Milters = append([]Milter(nil), c.Milters...)
+	for i := range c.Milters {
+		m := &c.Milters[i]
+		m.ConnectTimeout = orDuration(m.ConnectTimeout, DefaultConnectTimeout)
+		m.CommandTimeout = orDuration(m.CommandTimeout, DefaultCommandTimeout)
+		m.EOMTimeout = orDuration(m.EOMTimeout, DefaultEOMTimeout)
+	}
+	return c
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
