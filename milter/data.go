@@ -106,7 +106,7 @@ func (w *wrapper) OnMessage(s *smtpd.Session) error {
 	}
 	ss.mu.Unlock()
 	if !deliver {
-		return res.reply // nil for a discard: 250
+		return replyErr(res.reply) // nil for a discard: 250
 	}
 	restore := ss.delivering(s, res)
 	err := w.h.OnMessage(s)

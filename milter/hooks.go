@@ -39,9 +39,9 @@ func connectRefusal(r *smtpd.SMTPError, host string) error {
 	case r == nil:
 		return nil
 	case r.Code == 421:
-		return &smtpd.SMTPError{Code: 421, Message: host + " Service unavailable - try again later"}
+		return &smtpd.SMTPError{Code: 421, EnhancedCode: "4.7.1", Message: host + " Service unavailable - try again later"}
 	case r.Code >= 500:
-		return &smtpd.SMTPError{Code: 554, Message: host + " ESMTP not accepting connections"}
+		return &smtpd.SMTPError{Code: 554, EnhancedCode: "5.7.1", Message: host + " ESMTP not accepting connections"}
 	}
 	return nil
 }

@@ -125,3 +125,12 @@ func unpercent(s string) string {
 	}
 	return b.String()
 }
+
+// replyErr returns r as an error: nil (not a nil *SMTPError in an interface)
+// when r is nil.
+func replyErr(r *smtpd.SMTPError) error {
+	if r == nil {
+		return nil
+	}
+	return r
+}

@@ -64,7 +64,7 @@ func (w *streamWrapper) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	res, deliver := ss.endMessage(func() error { return nil })
 	ss.mu.Unlock()
 	if !deliver {
-		return res.reply // nil for a discard: 250
+		return replyErr(res.reply) // nil for a discard: 250
 	}
 	return w.deliverStream(s, ss, ms, res.msg.reader(), res)
 }
