@@ -21,7 +21,8 @@ import (
 type qRecorder struct {
 	smtptest.Recorder
 	mu          sync.Mutex
-	quarantined []string // per message: its reason, or "-" when not quarantined
+	quarantined []string         // per message: its reason, or "-" when not quarantined
+	envelopes   []smtpd.Envelope // per message
 }
 
 func (r *qRecorder) OnMessage(s *smtpd.Session) error {
@@ -31,6 +32,7 @@ func (r *qRecorder) OnMessage(s *smtpd.Session) error {
 	}
 	r.mu.Lock()
 	r.quarantined = append(r.quarantined, reason)
+	r.envelopes = append(r.envelopes, cloneEnvelope(s.Envelope))
 	r.mu.Unlock()
 	return r.Recorder.OnMessage(s)
 }
@@ -230,24 +232,31 @@ func firstRefusal(rs []reply) reply {
 
 // delivered returns the messages h delivered and their quarantine reasons.
 func delivered(h smtpd.Handler) ([]string, []string) {
-	var msgs, qs []string
+	msgs, qs, _ := deliveredAll(h)
+	return msgs, qs
+}
+
+// deliveredAll returns the messages h delivered, their quarantine reasons and
+// their envelopes as h saw them.
+func deliveredAll(h smtpd.Handler) (msgs, qs []string, envs []smtpd.Envelope) {
 	switch r := h.(type) {
 	case *qRecorder:
 		for _, m := range r.Messages() {
 			msgs = append(msgs, string(m.Data))
 		}
 		r.mu.Lock()
-		qs = slices.Clone(r.quarantined)
+		qs, envs = slices.Clone(r.quarantined), slices.Clone(r.envelopes)
 		r.mu.Unlock()
 	case *streamRecorder:
 		r.mu.Lock()
 		for _, m := range r.msgs {
 			msgs = append(msgs, m.data)
 			qs = append(qs, m.quarantine)
+			envs = append(envs, m.env)
 		}
 		r.mu.Unlock()
 	}
-	return msgs, qs
+	return msgs, qs, envs
 }
 
 // streamRecorder is a MessageStreamer that records what it read.
