@@ -25,6 +25,8 @@ type qRecorder struct {
 	envelopes   []smtpd.Envelope // per message
 }
 
+func (r *qRecorder) rec() *qRecorder { return r }
+
 func (r *qRecorder) OnMessage(s *smtpd.Session) error {
 	reason, ok := milter.Quarantined(s)
 	if !ok {
@@ -240,13 +242,14 @@ func delivered(h smtpd.Handler) ([]string, []string) {
 // their envelopes as h saw them.
 func deliveredAll(h smtpd.Handler) (msgs, qs []string, envs []smtpd.Envelope) {
 	switch r := h.(type) {
-	case *qRecorder:
-		for _, m := range r.Messages() {
+	case interface{ rec() *qRecorder }:
+		q := r.rec()
+		for _, m := range q.Messages() {
 			msgs = append(msgs, string(m.Data))
 		}
-		r.mu.Lock()
-		qs, envs = slices.Clone(r.quarantined), slices.Clone(r.envelopes)
-		r.mu.Unlock()
+		q.mu.Lock()
+		qs, envs = slices.Clone(q.quarantined), slices.Clone(q.envelopes)
+		q.mu.Unlock()
 	case *streamRecorder:
 		r.mu.Lock()
 		for _, m := range r.msgs {
