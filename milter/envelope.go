@@ -17,15 +17,20 @@ import (
 func applyEnvelope(e *smtpd.Envelope, mods []gomilter.ModifyAction) (restore func()) {
 	saved := *e
 	e.To, e.ToParams = slices.Clone(e.To), slices.Clone(e.ToParams)
+	for len(e.ToParams) < len(e.To) {
+		e.ToParams = append(e.ToParams, nil)
+	}
+	// The server keeps DSN parameters per recipient when DSN is on.
+	withDSN := len(e.To) > 0 && len(e.DSNRecipients) == len(e.To)
 	e.DSNRecipients = slices.Clone(e.DSNRecipients)
 	for _, m := range mods {
 		switch m.Type {
 		case gomilter.ActionChangeFrom:
 			changeFrom(e, gomilter.RemoveAngle(m.From), m.FromArgs)
 		case gomilter.ActionAddRcpt:
-			addRcpt(e, gomilter.RemoveAngle(m.Rcpt), m.RcptArgs)
+			addRcpt(e, gomilter.RemoveAngle(m.Rcpt), m.RcptArgs, withDSN)
 		case gomilter.ActionDelRcpt:
-			delRcpt(e, gomilter.RemoveAngle(m.Rcpt))
+			delRcpt(e, gomilter.RemoveAngle(m.Rcpt), withDSN)
 		}
 	}
 	return func() { *e = saved }
@@ -60,27 +65,18 @@ func changeFrom(e *smtpd.Envelope, from, args string) {
 // arguments; one already there with the same arguments is not added twice (as
 // Postfix's duplicate filter). When the envelope keeps DSN parameters per
 // recipient, NOTIFY= and ORCPT= are read into them.
-func addRcpt(e *smtpd.Envelope, rcpt, args string) {
+func addRcpt(e *smtpd.Envelope, rcpt, args string, withDSN bool) {
 	params := strings.Fields(args)
 	for i, to := range e.To {
-		if to == rcpt && slices.Equal(paramsAt(e, i), params) {
+		if to == rcpt && slices.Equal(e.ToParams[i], params) {
 			return
 		}
 	}
-	withDSN := len(e.To) > 0 && len(e.DSNRecipients) == len(e.To)
 	e.To = append(e.To, rcpt)
 	e.ToParams = append(e.ToParams, params)
 	if withDSN {
 		e.DSNRecipients = append(e.DSNRecipients, dsnOf(params))
 	}
-}
-
-// paramsAt returns the ESMTP parameters of recipient i.
-func paramsAt(e *smtpd.Envelope, i int) []string {
-	if i < len(e.ToParams) {
-		return e.ToParams[i]
-	}
-	return nil
 }
 
 // dsnOf reads RFC 3461's NOTIFY= and ORCPT= from ESMTP parameters.
@@ -102,16 +98,13 @@ func dsnOf(params []string) smtpd.RecipientDSN {
 
 // delRcpt removes every recipient that is rcpt (SMFIR_DELRCPT), with its
 // parameters.
-func delRcpt(e *smtpd.Envelope, rcpt string) {
-	withDSN := len(e.DSNRecipients) == len(e.To)
+func delRcpt(e *smtpd.Envelope, rcpt string, withDSN bool) {
 	for i := len(e.To) - 1; i >= 0; i-- {
 		if e.To[i] != rcpt {
 			continue
 		}
 		e.To = slices.Delete(e.To, i, i+1)
-		if i < len(e.ToParams) {
-			e.ToParams = slices.Delete(e.ToParams, i, i+1)
-		}
+		e.ToParams = slices.Delete(e.ToParams, i, i+1)
 		if withDSN {
 			e.DSNRecipients = slices.Delete(e.DSNRecipients, i, i+1)
 		}

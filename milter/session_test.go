@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	gomilter "github.com/d--j/go-milter"
 	"github.com/midismtp/smtpd"
@@ -289,5 +290,72 @@ func TestNoMilters(t *testing.T) {
 	h := &qRecorder{}
 	if milter.Wrap(h, milter.Config{}) != smtpd.Handler(h) {
 		t.Error("Wrap with no milters did not return h")
+	}
+}
+
+// TestBDATResetWhileStreaming resets a BDAT transfer between chunks while the
+// stream hook waits for more: the milters get ABORT, nothing is delivered, and
+// the session goes on.
+func TestBDATResetWhileStreaming(t *testing.T) {
+	sc := startScripted(t, scriptedOpts{}, nil)
+	h := &streamRecorder{}
+	ts := milterServer(t, h, milters(sc), func(s *smtpd.Server) { s.Chunking = true })
+	c := ts.Dial(t)
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<a@example.org>", 250)
+	c.Cmd("RCPT TO:<b@example.net>", 250)
+	part := "Subject: chunked\r\n\r\n" + strings.Repeat("0123456789\r\n", 10000)
+	c.Send(fmt.Sprintf("BDAT %d\r\n%s", len(part), part))
+	c.Expect(250)
+	sc.waitStage(t, "body")
+	c.Cmd("RSET", 250)
+	if r := transaction2(t, c); r != 250 {
+		t.Fatalf("next message: %d", r)
+	}
+	c.Cmd("QUIT", 221)
+	sc.waitStage(t, "quit")
+	if n := strings.Count(strings.Join(sc.Stages(), " "), "abort"); n < 2 {
+		t.Errorf("events %v: want an abort for the reset transfer", sc.Stages())
+	}
+	if msgs, _ := delivered(h); len(msgs) != 1 || msgs[0] != testMessage {
+		t.Errorf("delivered %q, want only the second message", msgs)
+	}
+}
+
+// transaction2 sends testMessage on an open, greeted connection.
+func transaction2(t *testing.T, c interface {
+	Cmd(string, int) string
+	Send(string)
+	Reply() (int, string)
+}) int {
+	t.Helper()
+	c.Cmd("MAIL FROM:<a@example.org>", 250)
+	c.Cmd("RCPT TO:<b@example.net>", 250)
+	c.Cmd("DATA", 354)
+	c.Send(testMessage + ".\r\n")
+	code, _ := c.Reply()
+	return code
+}
+
+// TestServerCloseEndsMilterWaits closes the server while a milter takes its time
+// at the end of a message (its timeout is long): the session ends at once, with
+// nothing delivered.
+func TestServerCloseEndsMilterWaits(t *testing.T) {
+	fm := startFaulty(t, 'E', "hang", nil)
+	h := &qRecorder{}
+	cfg := milter.Config{Milters: []milter.Milter{{Addr: fm.Addr, EOMTimeout: time.Hour}}}
+	ts := milterServer(t, h, cfg)
+	c := ts.Dial(t)
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("MAIL FROM:<a@example.org>", 250)
+	c.Cmd("RCPT TO:<b@example.net>", 250)
+	c.Cmd("DATA", 354)
+	c.Send(testMessage + ".\r\n")
+	time.Sleep(100 * time.Millisecond) // the session waits for the milter's end of message
+	ts.Close()                          // fails the test if the session does not end within smtptest's bound
+	if msgs, _ := delivered(h); len(msgs) != 0 {
+		t.Errorf("%d delivered", len(msgs))
 	}
 }
