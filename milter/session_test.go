@@ -354,7 +354,7 @@ func TestServerCloseEndsMilterWaits(t *testing.T) {
 	c.Cmd("DATA", 354)
 	c.Send(testMessage + ".\r\n")
 	time.Sleep(100 * time.Millisecond) // the session waits for the milter's end of message
-	ts.Close()                          // fails the test if the session does not end within smtptest's bound
+	ts.Close()                         // fails the test if the session does not end within smtptest's bound
 	if msgs, _ := delivered(h); len(msgs) != 0 {
 		t.Errorf("%d delivered", len(msgs))
 	}
