@@ -191,3 +191,23 @@ func TestHeaderValuesSent(t *testing.T) {
 		}
 	}
 }
+
+// TestTooManyHeaderFields checks that a header section of more fields than the
+// client tracks is refused rather than remembered.
+func TestTooManyHeaderFields(t *testing.T) {
+	for _, streaming := range []bool{false, true} {
+		sc := startScripted(t, scriptedOpts{quiet: true}, nil)
+		var h smtpd.Handler = &qRecorder{}
+		if streaming {
+			h = &streamRecorder{}
+		}
+		ts := milterServer(t, h, milters(sc))
+		msg := strings.Repeat("X: y\r\n", 10001) + "\r\nbody\r\n"
+		if r := transaction(t, ts, "MAIL FROM:<a@example.org>", []string{"RCPT TO:<b@example.net>"}, msg); r.Code != 552 || r.Text != "5.3.4 Message header too large" {
+			t.Errorf("stream=%v: reply %v, want 552 5.3.4", streaming, r)
+		}
+		if msgs, _ := delivered(h); len(msgs) != 0 {
+			t.Errorf("stream=%v: %d delivered", streaming, len(msgs))
+		}
+	}
+}

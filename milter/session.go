@@ -120,9 +120,11 @@ func (ss *msession) open(s *smtpd.Session) outcome {
 	ss.client = clientKey(s)
 	ss.mac.connect(s, &ss.w.cfg)
 	ss.conns = make([]*mconn, len(ss.w.cfg.Milters))
+	var wg sync.WaitGroup // the milters are dialled at once; the events go in order
 	for i := range ss.w.cfg.Milters {
-		ss.conns[i] = ss.dial(s, &ss.w.cfg.Milters[i])
+		wg.Go(func() { ss.conns[i] = ss.dial(s, &ss.w.cfg.Milters[i]) })
 	}
+	wg.Wait()
 	host, family, port, addr := connectArgs(s)
 	return ss.each(stConnect, func(c *mconn) (*gomilter.Action, error) {
 		return c.cs.Conn(host, family, port, addr)
@@ -134,7 +136,11 @@ func (ss *msession) open(s *smtpd.Session) outcome {
 func (ss *msession) dial(s *smtpd.Session, m *Milter) *mconn {
 	c := &mconn{m: m}
 	d := &dialer{ctx: s.Context(), timeout: m.ConnectTimeout}
-	network, address, _ := ParseAddr(m.Addr) // checked by Wrap
+	network, address, err := ParseAddr(m.Addr)
+	if err != nil {
+		ss.fail(c, stConnect, err)
+		return c
+	}
 	client := gomilter.NewClient(network, address, ss.w.clientOptions(d)...)
 	cs, err := client.Session(&ss.mac)
 	if d.conn != nil {
