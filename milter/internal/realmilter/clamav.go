@@ -72,7 +72,6 @@ func StartClamd(t T) *Clamd {
 				"TemporaryDirectory " + dir,
 				"LogFile " + log,
 				"LogTime yes",
-				"MaxThreads 2",
 			}, "\n")+"\n")
 			return []string{bin, "-c", conf}
 		},
@@ -110,12 +109,18 @@ func StartClamavMilter(t T, c ClamavMilter) *Milter {
 		"LogFile " + log,
 		"LogInfected Basic",
 		"LogClean Basic",
+		"LogVerbose yes", // for the probe line ready waits for
 	}
 	if c.AddHeader != "" {
 		lines = append(lines, "AddHeader "+c.AddHeader)
 	}
 	p, port := start(t, startSpec{
 		name: "clamav-milter", dir: dir, logs: []string{log}, libmilter: true,
+		// clamav-milter accepts milter connections before it has probed clamd;
+		// until then every message fails (OnFail).
+		ready: func(p *Proc, _ int) error {
+			return p.waitLog(log, "Probe for slot 1 returned: success")
+		},
 		setup: func(port int) []string {
 			writeFile(t, conf, strings.Join(append(lines, fmt.Sprintf("MilterSocket inet:%d@127.0.0.1", port)), "\n")+"\n")
 			return []string{bin, "-c", conf}

@@ -93,7 +93,11 @@ d = dkim.DKIM(msg)
 n = sum(1 for h in d.headers if h[0].lower() == b"dkim-signature")
 ok = n > 0
 for i in range(n):
-    res = d.verify(idx=i, dnsfunc=txt)
+    try:
+        res = d.verify(idx=i, dnsfunc=txt)
+    except dkim.DKIMException as e:
+        print("signature %d: %s" % (i, e))
+        res = False
     print("signature %d: %s" % (i, "pass" if res else "fail"), d.signature_fields.get(b"d", b"").decode(), d.signature_fields.get(b"s", b"").decode())
     ok = ok and res
 print("signatures:", n)

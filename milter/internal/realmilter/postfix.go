@@ -95,6 +95,18 @@ func postfixNeed(t T) (postfix, master string) {
 	return postfix, master
 }
 
+// PostfixVersion returns what Postfix gives milters as macro v: "Postfix 3.7.11"
+// ($mail_name $mail_version).
+func PostfixVersion(t T) string {
+	t.Helper()
+	postfix, _ := postfixNeed(t)
+	out, err := exec.Command(filepath.Join(filepath.Dir(postfix), "postconf"), "-dh", "mail_name", "mail_version").Output()
+	if err != nil {
+		t.Fatalf("realmilter: postconf: %v", err)
+	}
+	return strings.Join(strings.Fields(string(out)), " ")
+}
+
 // StartPostfix starts a private Postfix (Debian: postfix, 3.7 in Debian 12):
 // configuration, queue and log in its instance directory, its master in the
 // foreground (master -d) as the test's process, only its smtpd listeners on TCP

@@ -295,6 +295,24 @@ func (p *Proc) waitListening(addr string) error {
 	}
 }
 
+// waitLog waits until the daemon's log file holds line, the daemon exits, or
+// StartTimeout passes.
+func (p *Proc) waitLog(file, line string) error {
+	deadline := time.Now().Add(StartTimeout)
+	for {
+		if b, err := os.ReadFile(file); err == nil && bytes.Contains(b, []byte(line)) {
+			return nil
+		}
+		if p.Exited() {
+			return fmt.Errorf("%w (%v) before logging %q", errExited, p.err, line)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no %q in %s after %v", line, file, StartTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // startSpec says how to start one daemon that listens on one port.
 type startSpec struct {
 	name string
