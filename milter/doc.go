@@ -62,7 +62,9 @@
 //	RCPT     i {rcpt_addr} {rcpt_host} {rcpt_mailer}
 //	DATA, EOH, EOM   i
 //
-// i is the session's Message.ID. {client_name} and {client_ptr} are "unknown"
+// i is the session's Message.ID, from the first accepted recipient on (Postfix's
+// queue ID: its queue file opens then; so the first RCPT event has none).
+// {client_name} and {client_ptr} are "unknown"
 // when the session has no host name for the client (the connect event then
 // names it "[address]"); {client_addr} has RFC 5321's "IPv6:" before an IPv6
 // address. {mail_mailer} and {rcpt_mailer} are "smtp" for an address with a

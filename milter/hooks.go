@@ -185,6 +185,7 @@ func (w *wrapper) OnRcptTo(s *smtpd.Session, to string) (string, error) {
 		return "", o.reply
 	}
 	ss.txn.discard = o.discard
+	ss.mac.queued(s)
 	return ret, err
 }
 

@@ -145,9 +145,11 @@ func cipherBits(suite string) string {
 	return ""
 }
 
-// mail sets the macros of a transaction at MAIL FROM.
+// mail sets the macros of a transaction at MAIL FROM. The message has no ID
+// yet (macro i): as Postfix, whose queue file opens once a recipient is
+// accepted (smtpd_delay_open_until_valid_rcpt), it comes with queued.
 func (m *macros) mail(s *smtpd.Session, from string) {
-	m.setOrDelete("i", s.Message.ID)
+	delete(m.v, "i")
 	m.setOrDelete("{auth_type}", s.AuthMechanism)
 	m.setOrDelete("{auth_authen}", s.AuthenticationID)
 	m.set("{mail_addr}", from)
@@ -155,6 +157,9 @@ func (m *macros) mail(s *smtpd.Session, from string) {
 	m.setOrDelete("{mail_mailer}", mailer(from))
 	m.rcpt("")
 }
+
+// queued sets macro i, the message's ID, once a recipient was accepted.
+func (m *macros) queued(s *smtpd.Session) { m.setOrDelete("i", s.Message.ID) }
 
 // rcpt sets the macros of one RCPT TO ("" clears them).
 func (m *macros) rcpt(to string) {

@@ -47,6 +47,7 @@ func TestMacrosPerStage(t *testing.T) {
 	c.Cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")), 235)
 	c.Cmd("MAIL FROM:<a@Example.ORG> SIZE=100", 250)
 	c.Cmd("RCPT TO:<b@example.net>", 250)
+	c.Cmd("RCPT TO:<c@example.net>", 250)
 	c.Cmd("DATA", 354)
 	c.Send(testMessage + ".\r\n")
 	c.Expect(250)
@@ -85,13 +86,21 @@ func TestMacrosPerStage(t *testing.T) {
 	if mail.Args[0] != "a@Example.ORG" || mail.Args[1] != "SIZE=100" {
 		t.Errorf("mail event %q", mail.Args)
 	}
-	id := mail.Macros["i"]
-	if !strings.HasSuffix(id, "-1") {
-		t.Errorf("macro i = %q, want the message ID", id)
-	}
-	wantMacros(t, mail, map[string]string{"{auth_type}": "PLAIN", "{auth_authen}": "alice",
+	// Macro i comes once a recipient is accepted, as Postfix's queue ID.
+	wantMacros(t, mail, map[string]string{"i": "", "{auth_type}": "PLAIN", "{auth_authen}": "alice",
 		"{mail_addr}": "a@Example.ORG", "{mail_host}": "example.org", "{mail_mailer}": "smtp"})
-	wantMacros(t, sc.first(t, "rcpt"), map[string]string{"i": id, "{rcpt_addr}": "b@example.net", "{rcpt_host}": "example.net", "{rcpt_mailer}": "smtp"})
+	var rcpts []mevent
+	for _, e := range sc.Events() {
+		if e.Stage == "rcpt" {
+			rcpts = append(rcpts, e)
+		}
+	}
+	wantMacros(t, rcpts[0], map[string]string{"i": "", "{rcpt_addr}": "b@example.net", "{rcpt_host}": "example.net", "{rcpt_mailer}": "smtp"})
+	id := rcpts[1].Macros["i"]
+	if !strings.HasSuffix(id, "-1") {
+		t.Errorf("macro i at the second RCPT = %q, want the message ID", id)
+	}
+	wantMacros(t, rcpts[1], map[string]string{"{rcpt_addr}": "c@example.net"})
 	for _, st := range []string{"data", "eoh", "eom"} {
 		wantMacros(t, sc.first(t, st), map[string]string{"i": id})
 	}
