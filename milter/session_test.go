@@ -359,3 +359,16 @@ func TestServerCloseEndsMilterWaits(t *testing.T) {
 		t.Errorf("%d delivered", len(msgs))
 	}
 }
+
+// TestRefusalAnswersAuth checks that a refusal at connect that persists answers
+// AUTH too (Postfix's milter_other_event), before the program is asked.
+func TestRefusalAnswersAuth(t *testing.T) {
+	sc := startScripted(t, scriptedOpts{}, map[string]answer{"connect": respond(gomilter.RespTempFail)})
+	h := &authRecorder{}
+	ts := milterServer(t, h, milters(sc), func(s *smtpd.Server) { s.AuthMode = smtpd.AuthOptional })
+	c := ts.Dial(t)
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	c.Cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", 451)
+	c.Cmd("QUIT", 221)
+}
