@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -27,9 +28,14 @@ var (
 	errClosing   = errors.New("milter: SMTP session ended")
 )
 
-// guardConn is a milter connection as go-milter uses it.
+// guardConn is a milter connection as go-milter uses it. Its writes are
+// buffered until the next read (or Flush): go-milter writes a packet's length and
+// its data apart, and the macros before their command; buffered, an event is one
+// write and its answer one read.
 type guardConn struct {
 	net.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
 	timeout time.Duration // of the stage being run; set by the caller before each call
 	budget  int64         // bytes the milter may still send in answer to the current call
 	dead    atomic.Bool   // the SMTP session ended: every wait ends at once
@@ -75,9 +81,12 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	if c.dead.Load() {
 		return 0, errClosing
 	}
+	if err := c.Flush(); err != nil {
+		return 0, err
+	}
 	if c.remain == 0 {
 		p = p[:min(len(p), len(c.hdr)-c.hdrN)]
-		n, err := c.Conn.Read(p)
+		n, err := c.r.Read(p)
 		copy(c.hdr[c.hdrN:], p[:n])
 		c.hdrN += n
 		if c.hdrN < len(c.hdr) {
@@ -96,9 +105,36 @@ func (c *guardConn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	p = p[:min(len(p), int(c.remain))]
-	n, err := c.Conn.Read(p)
+	n, err := c.r.Read(p)
 	c.remain -= uint32(n)
 	return n, err
+}
+
+// Write buffers p; Flush (or the next Read) sends it.
+func (c *guardConn) Write(p []byte) (int, error) {
+	if c.dead.Load() {
+		return 0, errClosing
+	}
+	return c.w.Write(p)
+}
+
+// Flush sends what Write buffered, within the stage's timeout.
+func (c *guardConn) Flush() error {
+	if c.w.Buffered() == 0 {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(c.deadline())
+	return c.w.Flush()
+}
+
+// Close sends what is buffered (a QUIT), waiting a second at most, and closes
+// the connection.
+func (c *guardConn) Close() error {
+	if c.w.Buffered() > 0 && !c.dead.Load() {
+		c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		c.w.Flush()
+	}
+	return c.Conn.Close()
 }
 
 // kill makes every wait of the connection end now (the SMTP session is over).
@@ -122,6 +158,7 @@ func (d *dialer) Dial(network, address string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.conn = &guardConn{Conn: c, timeout: d.timeout, budget: maxPacket}
+	d.conn = &guardConn{Conn: c, r: bufio.NewReaderSize(c, 4096), w: bufio.NewWriterSize(c, 8192),
+		timeout: d.timeout, budget: maxPacket}
 	return d.conn, nil
 }

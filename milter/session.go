@@ -211,7 +211,7 @@ func (ss *msession) call(c *mconn, st stage, fn func() (*gomilter.Action, error)
 func (ss *msession) fail(c *mconn, st stage, err error) {
 	c.state, c.reply, c.inTxn = mFailed, failReply(ss.w.cfg.DefaultAction), false
 	if c.gc != nil {
-		c.gc.Close()
+		c.gc.Conn.Close() // nothing more is owed to it
 	}
 	ss.log.Warn("milter failed", "milter", c.m.Addr, "stage", string(st), "action", ss.w.cfg.DefaultAction.String(),
 		"err", shortErr(err))
@@ -311,7 +311,10 @@ func (ss *msession) endTxn() {
 		}
 		c.inTxn = false
 		ss.call(c, stAbort, func() (*gomilter.Action, error) {
-			return &gomilter.Action{Type: gomilter.ActionContinue}, c.cs.Abort(nil)
+			if err := c.cs.Abort(nil); err != nil {
+				return nil, err
+			}
+			return &gomilter.Action{Type: gomilter.ActionContinue}, c.gc.Flush()
 		})
 	}
 	ss.mac.endMail()
