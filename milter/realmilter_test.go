@@ -9,14 +9,15 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
-	"net/smtp"
 	"net/textproto"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +96,7 @@ func (h *realStreamStore) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 // realReceiver is one SMTP server under test: where to send, and what it kept.
 type realReceiver struct {
 	addr  string
+	ts    *smtptest.Server
 	store *realStore
 }
 
@@ -112,7 +114,7 @@ func realOurs(t *testing.T, c milter.Config, stream bool) realReceiver {
 		h = st
 	}
 	ts := smtptest.NewServer(t, milter.Wrap(h, c))
-	return realReceiver{addr: ts.Addr, store: st}
+	return realReceiver{addr: ts.Addr, ts: ts, store: st}
 }
 
 // realMilters is a Config calling ms in order with Postfix's defaults.
@@ -122,40 +124,6 @@ func realMilters(ms ...*realmilter.Milter) milter.Config {
 		c.Milters = append(c.Milters, milter.Milter{Addr: m.Addr})
 	}
 	return c
-}
-
-// realDeliver sends msg over SMTP to addr, as client.test, from alice@example.test
-// to bob@dest.test. It returns nil when the server accepted the message, else
-// the server's refusal (*textproto.Error) or the error that ended the session.
-func realDeliver(t *testing.T, addr string, msg []byte) error {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	require.NoError(t, err)
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	c, err := smtp.NewClient(conn, "127.0.0.1")
-	require.NoError(t, err)
-	defer c.Close()
-	if err := c.Hello("client.test"); err != nil {
-		return err
-	}
-	if err := c.Mail("alice@example.test"); err != nil {
-		return err
-	}
-	if err := c.Rcpt("bob@dest.test"); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(msg); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	c.Quit()
-	return nil
 }
 
 // realRefused checks that err is an SMTP refusal with code and that the
@@ -168,55 +136,12 @@ func realRefused(t *testing.T, err error, code int, text string) {
 	require.Contains(t, te.Msg, text)
 }
 
-// realMessage builds a test message (CRLF): header lines as given, then the body.
-func realMessage(body string, header ...string) []byte {
-	h := []string{
-		"From: Alice <alice@example.test>",
-		"To: Bob <bob@dest.test>",
-		"Subject: a test",
-		"Date: Mon, 07 Dec 2026 20:00:00 +0000",
-		"Message-ID: <realmilter@example.test>",
-		"MIME-Version: 1.0",
-		"Content-Type: text/plain; charset=us-ascii",
-	}
-	if header != nil {
-		h = header
-	}
-	return []byte(strings.Join(h, "\r\n") + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n"))
-}
-
-// realField is one header field as stored: its name and its value as written after
-// the colon, folding kept.
-type realField struct{ name, value string }
-
 // realSplit splits a stored message into its header fields and its body.
-func realSplit(t *testing.T, msg []byte) ([]realField, []byte) {
+func realSplit(t *testing.T, msg []byte) ([]realmilter.Field, []byte) {
 	t.Helper()
-	head, body, ok := bytes.Cut(msg, []byte("\r\n\r\n"))
-	require.True(t, ok, "no end of header in %q", msg)
-	var fs []realField
-	for _, line := range strings.Split(string(head), "\r\n") {
-		if line != "" && (line[0] == ' ' || line[0] == '\t') {
-			require.NotEmpty(t, fs, "continuation line first in %q", head)
-			fs[len(fs)-1].value += "\r\n" + line
-			continue
-		}
-		name, value, ok := strings.Cut(line, ":")
-		require.True(t, ok, "not a header realField: %q", line)
-		fs = append(fs, realField{name, value})
-	}
+	fs, body, err := realmilter.Split(msg)
+	require.NoError(t, err)
 	return fs, body
-}
-
-// realValues returns the values of the fields named name, in order.
-func realValues(fs []realField, name string) []string {
-	var vs []string
-	for _, f := range fs {
-		if strings.EqualFold(f.name, name) {
-			vs = append(vs, f.value)
-		}
-	}
-	return vs
 }
 
 // one returns the only message r stored.
@@ -237,12 +162,12 @@ func TestRealOpenDKIMSigns(t *testing.T) {
 	m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
 	for _, stream := range []bool{false, true} {
 		r := realOurs(t, realMilters(m), stream)
-		msg := realMessage("Hello Bob.\n\nA signed realMessage.\n")
-		require.NoError(t, realDeliver(t, r.addr, msg))
+		msg := realmilter.Message("Hello Bob.\n\nA signed realMessage.\n")
+		require.NoError(t, realmilter.Deliver(r.addr, msg))
 		got := r.one(t).Data
 		fs, body := realSplit(t, got)
-		require.Equal(t, "DKIM-Signature", fs[0].name, "OpenDKIM inserts its realField first:\n%s", got)
-		require.Contains(t, fs[0].value, " d=example.test;")
+		require.Equal(t, "DKIM-Signature", fs[0].Name, "OpenDKIM inserts its realField first:\n%s", got)
+		require.Contains(t, fs[0].Value, " d=example.test;")
 		require.True(t, bytes.HasSuffix(got, msg[bytes.Index(msg, []byte("From:")):]), "the realMessage follows unchanged:\n%s", got)
 		require.Equal(t, "Hello Bob.\r\n\r\nA signed realMessage.\r\n", string(body))
 		ok, out := realmilter.DKIMVerify(t, got, dns.Addr)
@@ -253,7 +178,7 @@ func TestRealOpenDKIMSigns(t *testing.T) {
 // realLeadingSpaceMsg has header fields that simple header canonicalization (RFC
 // 6376 §3.4.1) signs byte for byte: no space after the colon, two spaces, a tab,
 // folding.
-var realLeadingSpaceMsg = realMessage("Body.\n",
+var realLeadingSpaceMsg = realmilter.Message("Body.\n",
 	"From: Alice <alice@example.test>",
 	"To:Bob <bob@dest.test>",
 	"Subject:  two spaces,",
@@ -276,7 +201,7 @@ func TestRealOpenDKIMLeadingSpace(t *testing.T) {
 	m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key, Canonicalization: "simple/simple"})
 
 	r := realOurs(t, realMilters(m), false)
-	require.NoError(t, realDeliver(t, r.addr, realLeadingSpaceMsg))
+	require.NoError(t, realmilter.Deliver(r.addr, realLeadingSpaceMsg))
 	got := r.one(t).Data
 	require.True(t, bytes.HasSuffix(got, realLeadingSpaceMsg), "stored as sent, after the signature:\n%s", got)
 	ok, out := realmilter.DKIMVerify(t, got, dns.Addr)
@@ -311,7 +236,7 @@ func realSignStripped(t *testing.T, m *realmilter.Milter, msg []byte) []byte {
 	must(s.DataStart())
 	fs, body := realSplit(t, msg)
 	for _, f := range fs {
-		must(s.HeaderField(f.name, strings.TrimLeft(f.value, " \t"), nil))
+		must(s.HeaderField(f.Name, strings.TrimLeft(f.Value, " \t"), nil))
 	}
 	must(s.HeaderEnd())
 	mods, act, err := s.BodyReadFrom(bytes.NewReader(body))
@@ -337,19 +262,19 @@ func TestRealOpenDKIMVerifies(t *testing.T) {
 	dns := realmilter.StartNSD(t, key.Zone())
 	m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "v", DNS: dns, OnBadSignature: "reject"})
 	signed := realmilter.DKIMSign(t, key, "relaxed/simple", []string{"from", "to", "subject", "date", "message-id"},
-		realMessage("Hello Bob.\n"))
+		realmilter.Message("Hello Bob.\n"))
 
 	r := realOurs(t, realMilters(m), false)
-	require.NoError(t, realDeliver(t, r.addr, signed))
+	require.NoError(t, realmilter.Deliver(r.addr, signed))
 	got := r.one(t).Data
 	fs, _ := realSplit(t, got)
-	require.Equal(t, "Authentication-Results", fs[0].name, "%s", got)
-	require.Regexp(t, `^ opendkim\.test;\r\n\tdkim=pass \(2048-bit key; unprotected\) header\.d=example\.test `, fs[0].value)
+	require.Equal(t, "Authentication-Results", fs[0].Name, "%s", got)
+	require.Regexp(t, `^ opendkim\.test;\r\n\tdkim=pass \(2048-bit key; unprotected\) header\.d=example\.test `, fs[0].Value)
 	require.True(t, bytes.HasSuffix(got, signed))
 
 	tampered := bytes.Replace(signed, []byte("Hello Bob."), []byte("Hello Eve."), 1)
 	r = realOurs(t, realMilters(m), true)
-	realRefused(t, realDeliver(t, r.addr, tampered), 550, "5.7.0 bad DKIM signature data")
+	realRefused(t, realmilter.Deliver(r.addr, tampered), 550, "5.7.0 bad DKIM signature data")
 	require.Empty(t, r.store.Messages())
 }
 
@@ -363,33 +288,33 @@ func TestRealSpamAssassin(t *testing.T) {
 	spamd := realSpamd(t)
 	mark := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd})
 	reject := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd, RejectScore: 15})
-	gtube := realMessage("Buy now.\n" + realmilter.GTUBE + "\n")
-	clean := realMessage("Hello Bob.\n\nSee you on Monday.\n")
+	gtube := realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")
+	clean := realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
 			r := realOurs(t, realMilters(mark), stream)
-			require.NoError(t, realDeliver(t, r.addr, gtube))
+			require.NoError(t, realmilter.Deliver(r.addr, gtube))
 			fs, body := realSplit(t, r.one(t).Data)
-			require.Equal(t, []string{" YES"}, realValues(fs, "X-Spam-Flag"))
-			require.Len(t, realValues(fs, "X-Spam-Status"), 1)
-			require.Regexp(t, `^ Yes, score=\d{3,4}\.\d required=5\.0 tests=.*GTUBE`, realValues(fs, "X-Spam-Status")[0])
-			require.Regexp(t, `^ multipart/mixed; boundary="`, realValues(fs, "Content-Type")[0], "the new Content-Type comes first")
+			require.Equal(t, []string{" YES"}, realmilter.Values(fs, "X-Spam-Flag"))
+			require.Len(t, realmilter.Values(fs, "X-Spam-Status"), 1)
+			require.Regexp(t, `^ Yes, score=\d{3,4}\.\d required=5\.0 tests=.*GTUBE`, realmilter.Values(fs, "X-Spam-Status")[0])
+			require.Regexp(t, `^ multipart/mixed; boundary="`, realmilter.Values(fs, "Content-Type")[0], "the new Content-Type comes first")
 			require.Contains(t, string(body), "Spam detection software", "SpamAssassin's report replaced the body")
 			require.Contains(t, string(body), realmilter.GTUBE, "with the original attached")
 
 			r.store.Reset()
-			require.NoError(t, realDeliver(t, r.addr, clean))
+			require.NoError(t, realmilter.Deliver(r.addr, clean))
 			got := r.one(t).Data
 			fs, body = realSplit(t, got)
-			require.Len(t, realValues(fs, "X-Spam-Status"), 1)
-			require.Regexp(t, `^ No, score=-?\d+\.\d required=5\.0 `, realValues(fs, "X-Spam-Status")[0])
-			require.Len(t, realValues(fs, "X-Spam-Checker-Version"), 1)
-			require.Empty(t, realValues(fs, "X-Spam-Flag"))
+			require.Len(t, realmilter.Values(fs, "X-Spam-Status"), 1)
+			require.Regexp(t, `^ No, score=-?\d+\.\d required=5\.0 `, realmilter.Values(fs, "X-Spam-Status")[0])
+			require.Len(t, realmilter.Values(fs, "X-Spam-Checker-Version"), 1)
+			require.Empty(t, realmilter.Values(fs, "X-Spam-Flag"))
 			require.Equal(t, "Hello Bob.\r\n\r\nSee you on Monday.\r\n", string(body))
 			require.True(t, bytes.HasPrefix(got, clean[:bytes.Index(clean, []byte("\r\n\r\n"))]), "the fields added after the message's own:\n%s", got)
 
 			r = realOurs(t, realMilters(reject), stream)
-			realRefused(t, realDeliver(t, r.addr, gtube), 550, "5.7.1 Blocked by SpamAssassin")
+			realRefused(t, realmilter.Deliver(r.addr, gtube), 550, "5.7.1 Blocked by SpamAssassin")
 			require.Empty(t, r.store.Messages())
 		})
 	}
@@ -402,8 +327,8 @@ func TestRealSpamAssassin(t *testing.T) {
 func TestRealClamAV(t *testing.T) {
 	t.Parallel()
 	clamd := realmilter.StartClamd(t)
-	eicar := realMessage(string(realmilter.EICAR()) + "\n")
-	clean := realMessage("Hello Bob.\n")
+	eicar := realmilter.Message(string(realmilter.EICAR()) + "\n")
+	clean := realmilter.Message("Hello Bob.\n")
 	tests := []struct {
 		onInfected string
 		stream     bool
@@ -412,16 +337,16 @@ func TestRealClamAV(t *testing.T) {
 		t.Run(fmt.Sprintf("%s/stream=%v", tc.onInfected, tc.stream), func(t *testing.T) {
 			m := realmilter.StartClamavMilter(t, realmilter.ClamavMilter{Clamd: clamd, OnInfected: tc.onInfected, AddHeader: "Replace"})
 			r := realOurs(t, realMilters(m), tc.stream)
-			require.NoError(t, realDeliver(t, r.addr, clean))
+			require.NoError(t, realmilter.Deliver(r.addr, clean))
 			msg := r.one(t)
 			fs, _ := realSplit(t, msg.Data)
-			require.Equal(t, []string{" Clean"}, realValues(fs, "X-Virus-Status"))
-			require.Equal(t, []string{" clamav-milter 1.4.6 at clamav.test"}, realValues(fs, "X-Virus-Scanned"))
+			require.Equal(t, []string{" Clean"}, realmilter.Values(fs, "X-Virus-Status"))
+			require.Equal(t, []string{" clamav-milter 1.4.6 at clamav.test"}, realmilter.Values(fs, "X-Virus-Scanned"))
 			_, quarantined := r.store.quarantine(msg.ID)
 			require.False(t, quarantined)
 
 			r.store.Reset()
-			err := realDeliver(t, r.addr, eicar)
+			err := realmilter.Deliver(r.addr, eicar)
 			if tc.onInfected == "Reject" {
 				realRefused(t, err, 550, "5.7.1")
 				require.Empty(t, r.store.Messages())
@@ -433,7 +358,7 @@ func TestRealClamAV(t *testing.T) {
 			require.True(t, quarantined, "milter.Quarantined after clamav-milter's quarantine")
 			require.Equal(t, "quarantined by clamav-milter", reason, "clamav-milter's own reason")
 			fs, _ = realSplit(t, msg.Data)
-			require.Equal(t, []string{" Infected (" + realmilter.EICARSignature + ".UNOFFICIAL)"}, realValues(fs, "X-Virus-Status"))
+			require.Equal(t, []string{" Infected (" + realmilter.EICARSignature + ".UNOFFICIAL)"}, realmilter.Values(fs, "X-Virus-Status"))
 		})
 	}
 }
@@ -447,15 +372,15 @@ func TestRealRspamd(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
 			r := realOurs(t, realMilters(m), stream)
-			realRefused(t, realDeliver(t, r.addr, realMessage(realmilter.GTUBE+"\n")), 554, "5.7.1 Gtube pattern")
+			realRefused(t, realmilter.Deliver(r.addr, realmilter.Message(realmilter.GTUBE+"\n")), 554, "5.7.1 Gtube pattern")
 			require.Empty(t, r.store.Messages())
 
-			require.NoError(t, realDeliver(t, r.addr, realMessage("Hello Bob.\n")))
+			require.NoError(t, realmilter.Deliver(r.addr, realmilter.Message("Hello Bob.\n")))
 			fs, body := realSplit(t, r.one(t).Data)
-			require.Equal(t, []string{" rspamd.test"}, realValues(fs, "X-Rspamd-Server"))
-			require.Len(t, realValues(fs, "X-Spamd-Result"), 1)
-			require.Regexp(t, `^ default: False \[-?\d+\.\d\d / 15\.00\];\r\n\t`, realValues(fs, "X-Spamd-Result")[0])
-			require.Regexp(t, `^ No, score=`, realValues(fs, "X-Spam-Status")[0])
+			require.Equal(t, []string{" rspamd.test"}, realmilter.Values(fs, "X-Rspamd-Server"))
+			require.Len(t, realmilter.Values(fs, "X-Spamd-Result"), 1)
+			require.Regexp(t, `^ default: False \[-?\d+\.\d\d / 15\.00\];\r\n\t`, realmilter.Values(fs, "X-Spamd-Result")[0])
+			require.Regexp(t, `^ No, score=`, realmilter.Values(fs, "X-Spam-Status")[0])
 			require.Equal(t, "Hello Bob.\r\n", string(body))
 		})
 	}
@@ -551,9 +476,9 @@ func TestRealPostfixDifferential(t *testing.T) {
 		name string
 		msg  []byte
 	}{
-		{"clean", realMessage("Hello Bob.\n\nSee you on Monday.\n")},
+		{"clean", realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")},
 		{"leading-space", realLeadingSpaceMsg},
-		{"gtube", realMessage("Buy now.\n" + realmilter.GTUBE + "\n")},
+		{"gtube", realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")},
 	}
 	for i, c := range chains {
 		oursAddr, oursGot := realDiffOurs(t, c.addrs)
@@ -561,8 +486,8 @@ func TestRealPostfixDifferential(t *testing.T) {
 			t.Run(c.name+"/"+m.name, func(t *testing.T) {
 				id := c.name + "." + m.name + "@example.test"
 				msg := realSetID(t, m.msg, id)
-				require.NoError(t, realDeliver(t, pfAddrs[i], msg), "Postfix")
-				require.NoError(t, realDeliver(t, oursAddr, msg), "milter.Wrap")
+				require.NoError(t, realmilter.Deliver(pfAddrs[i], msg), "Postfix")
+				require.NoError(t, realmilter.Deliver(oursAddr, msg), "milter.Wrap")
 				signed := slices.Contains(c.addrs, dkim.Addr)
 				replaced := slices.Contains(c.addrs, spam.Addr) && m.name == "gtube" // SpamAssassin's report
 				realCompare(t, realWaitID(t, pfGot, id), realWaitID(t, oursGot, id), dns.Addr, signed, !replaced)
@@ -575,16 +500,12 @@ func TestRealPostfixDifferential(t *testing.T) {
 func realSetID(t *testing.T, msg []byte, id string) []byte {
 	t.Helper()
 	fs, body := realSplit(t, msg)
-	var b bytes.Buffer
-	for _, f := range fs {
-		if strings.EqualFold(f.name, "Message-ID") {
-			f.value = " <" + id + ">"
+	for i, f := range fs {
+		if strings.EqualFold(f.Name, "Message-ID") {
+			fs[i].Value = " <" + id + ">"
 		}
-		b.WriteString(f.name + ":" + f.value + "\r\n")
 	}
-	b.WriteString("\r\n")
-	b.Write(body)
-	return b.Bytes()
+	return realmilter.Join(fs, body)
 }
 
 // realBoundary finds the MIME boundary SpamAssassin makes for its report
@@ -593,7 +514,7 @@ var realBoundary = regexp.MustCompile(`boundary="(----------=_[0-9A-F.]+)"`)
 
 // realSpamassDate finds the time in the Received field spamass-milter makes
 // for SpamAssassin, which its report quotes.
-var realSpamassDate = regexp.MustCompile(`(\r\n\tby [^\r]* with SMTP id [^;\r]*;\r\n\t)[A-Z][a-z][a-z], [^\r]*`)
+var realSpamassDate = regexp.MustCompile(`(\r\n\tby [^\r]* with SMTP id [^\r]*\r\n\t)[A-Z][a-z][a-z], \d+ [A-Z][a-z][a-z] \d{4} \d\d:\d\d:\d\d [-+]\d{4}`)
 
 // realCompare compares a message Postfix delivered with the same one delivered
 // by milter.Wrap (see TestRealPostfixDifferential). When signed, both have a
@@ -613,19 +534,19 @@ func realCompare(t *testing.T, pf, ours []byte, dns string, signed, verifies boo
 		fs, body := realSplit(t, msg)
 		if i == 0 { // Postfix's own Received field (the milters see it too)
 			n := len(fs)
-			fs = slices.DeleteFunc(fs, func(f realField) bool {
-				return strings.EqualFold(f.name, "Received") && strings.Contains(f.value, "by "+realDiffHost+" (Postfix)")
+			fs = slices.DeleteFunc(fs, func(f realmilter.Field) bool {
+				return strings.EqualFold(f.Name, "Received") && strings.Contains(f.Value, "by "+realDiffHost+" (Postfix)")
 			})
 			require.Equal(t, n-1, len(fs), "one Received field of Postfix's in\n%s", msg)
 		}
 		var b strings.Builder
 		for _, f := range fs {
-			if strings.EqualFold(f.name, "DKIM-Signature") {
+			if strings.EqualFold(f.Name, "DKIM-Signature") {
 				// SpamAssassin's report quotes it in the body too.
-				body = bytes.ReplaceAll(body, []byte(f.name+":"+f.value), []byte(f.name+":"+realDKIMTags(f.value)))
-				f.value = realDKIMTags(f.value)
+				body = bytes.ReplaceAll(body, []byte(f.Name+":"+f.Value), []byte(f.Name+":"+realmilter.DKIMTags(f.Value)))
+				f.Value = realmilter.DKIMTags(f.Value)
 			}
-			b.WriteString(f.name + ":" + f.value + "\r\n")
+			b.WriteString(f.Name + ":" + f.Value + "\r\n")
 		}
 		body = realSpamassDate.ReplaceAll(body, []byte("${1}(the time)"))
 		texts[i] = b.String() + "\r\n" + string(body)
@@ -633,15 +554,277 @@ func realCompare(t *testing.T, pf, ours []byte, dns string, signed, verifies boo
 	require.Equal(t, texts[0], texts[1], "Postfix's (expected) and milter.Wrap's (actual) messages differ")
 }
 
-// realDKIMTags returns a DKIM-Signature value as its tags without t= and b=
-// (which change with the second), white space removed (RFC 6376 §3.2).
-func realDKIMTags(v string) string {
-	var tags []string
-	for _, tag := range strings.Split(v, ";") {
-		tag = strings.Join(strings.Fields(tag), "")
-		if tag != "" && !strings.HasPrefix(tag, "t=") && !strings.HasPrefix(tag, "b=") {
-			tags = append(tags, tag)
+// realSession connects to r and greets it. It returns the connection, or the
+// reply that refused the session (a milter may refuse it at connect, as in
+// Postfix: 554 for reject, 421 for tempfail).
+func realSession(t *testing.T, r realReceiver) (*smtptest.Conn, int, string) {
+	t.Helper()
+	c := r.ts.Dial(t)
+	if code, text := c.Reply(); code != 220 {
+		return nil, code, text
+	}
+	c.Send("EHLO client.test\r\n")
+	if code, text := c.Reply(); code != 250 {
+		return nil, code, text
+	}
+	return c, 250, ""
+}
+
+// realTransaction runs one mail transaction on c, from alice@example.test to
+// bob@dest.test, and returns the first reply that is not a success, or the one
+// to the message (250 when it was taken). beforeData runs between RCPT and DATA.
+func realTransaction(c *smtptest.Conn, msg []byte, beforeData func()) (int, string) {
+	for _, cmd := range []string{"MAIL FROM:<alice@example.test>", "RCPT TO:<bob@dest.test>"} {
+		c.Send(cmd + "\r\n")
+		if code, text := c.Reply(); code != 250 {
+			return code, text
 		}
 	}
-	return " " + strings.Join(tags, "; ") + " (t= and b= left out)"
+	if beforeData != nil {
+		beforeData()
+	}
+	c.Send("DATA\r\n")
+	if code, text := c.Reply(); code != 354 {
+		return code, text
+	}
+	c.Send(string(msg) + ".\r\n")
+	return c.Reply()
+}
+
+// realFaultTimeouts are short per-milter timeouts for the fault tests.
+func realFaultTimeouts(addr string) milter.Milter {
+	return milter.Milter{Addr: addr, ConnectTimeout: 2 * time.Second, CommandTimeout: 2 * time.Second, EOMTimeout: 2 * time.Second}
+}
+
+// realCheckDefault checks a transaction's outcome under action: tempfail is a
+// 4xx and nothing stored, reject a 5xx and nothing stored, accept the message
+// stored as sent (unfiltered: no milter touched it).
+func realCheckDefault(t *testing.T, r realReceiver, action milter.DefaultAction, code int, text string, msg []byte) {
+	t.Helper()
+	t.Logf("%v: %d %s", action, code, text)
+	switch action {
+	case milter.TempFail:
+		require.Equal(t, 4, code/100, "%d %s", code, text)
+		require.Empty(t, r.store.Messages())
+	case milter.Reject:
+		require.Equal(t, 5, code/100, "%d %s", code, text)
+		require.Empty(t, r.store.Messages())
+	case milter.Accept:
+		require.Equal(t, 250, code, "%d %s", code, text)
+		require.Equal(t, string(msg), string(r.one(t).Data))
+	}
+}
+
+var realActions = []milter.DefaultAction{milter.TempFail, milter.Accept, milter.Reject}
+
+// TestRealFaultDown: a milter that is down gets the default action: one never
+// started (nothing listens on its port), and a real OpenDKIM killed (SIGKILL)
+// before the session.
+func TestRealFaultDown(t *testing.T) {
+	t.Parallel()
+	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
+	for _, down := range []string{"never started", "killed"} {
+		for _, action := range realActions {
+			t.Run(down+"/"+action.String(), func(t *testing.T) {
+				m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
+				if down == "never started" {
+					m.Proc.Stop() // its port is then free: nothing answers there
+				} else {
+					require.NoError(t, m.Proc.Signal(syscall.SIGKILL))
+					require.True(t, m.Proc.Wait(5*time.Second))
+				}
+				r := realOurs(t, milter.Config{Milters: []milter.Milter{realFaultTimeouts(m.Addr)}, DefaultAction: action}, false)
+				msg := realmilter.Message("Hello Bob.\n")
+				c, code, text := realSession(t, r)
+				if c != nil {
+					code, text = realTransaction(c, msg, nil)
+				}
+				realCheckDefault(t, r, action, code, text, msg)
+			})
+		}
+	}
+}
+
+// TestRealFaultHang: a milter that stops answering (a real OpenDKIM stopped by
+// SIGSTOP, continued when the test ends) gets its timeout, then the default
+// action; stopped before the session, or after RCPT (it then answers neither
+// DATA nor the message). The session ends in time either way.
+func TestRealFaultHang(t *testing.T) {
+	t.Parallel()
+	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
+	for _, when := range []string{"before connect", "after RCPT"} {
+		for _, action := range realActions {
+			t.Run(when+"/"+action.String(), func(t *testing.T) {
+				t.Parallel()
+				m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
+				t.Cleanup(func() { m.Proc.Signal(syscall.SIGCONT) })
+				stop := func() { require.NoError(t, m.Proc.Signal(syscall.SIGSTOP)) }
+				r := realOurs(t, milter.Config{Milters: []milter.Milter{realFaultTimeouts(m.Addr)}, DefaultAction: action}, false)
+				msg := realmilter.Message("Hello Bob.\n")
+				if when == "before connect" {
+					stop()
+					stop = nil
+				}
+				c, code, text := realSession(t, r)
+				if c != nil {
+					code, text = realTransaction(c, msg, stop)
+				}
+				realCheckDefault(t, r, action, code, text, msg)
+				if c != nil && code < 500 {
+					c.Cmd("NOOP", 250) // the session goes on
+				}
+			})
+		}
+	}
+}
+
+// TestRealFaultKilledMidBody: spamass-milter (which may replace the body, so the
+// streaming path spools the message) is killed (SIGKILL) while the client is
+// sending a 6 MiB body. Tempfail: 451 at the end of the data, nothing stored;
+// accept: the message stored unfiltered. Either way no spool file is left in
+// Config.TempDir, neither as a name nor as a descriptor still open.
+func TestRealFaultKilledMidBody(t *testing.T) {
+	t.Parallel()
+	spamd := realSpamd(t)
+	line := strings.Repeat("0123456789", 7) + "\r\n" // 72 bytes
+	body := strings.Repeat(line, (6<<20)/len(line))
+	for _, action := range []milter.DefaultAction{milter.TempFail, milter.Accept} {
+		t.Run(action.String(), func(t *testing.T) {
+			m := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd})
+			spool := t.TempDir()
+			r := realOurs(t, milter.Config{Milters: []milter.Milter{realFaultTimeouts(m.Addr)}, DefaultAction: action, TempDir: spool}, true)
+			msg := realmilter.Message(body)
+			c, code, text := realSession(t, r)
+			require.NotNil(t, c, "%d %s", code, text)
+			c.Cmd("MAIL FROM:<alice@example.test>", 250)
+			c.Cmd("RCPT TO:<bob@dest.test>", 250)
+			c.Cmd("DATA", 354)
+			half := len(msg) / 3
+			c.Send(string(msg[:half]))
+			require.NotEmpty(t, realOpenIn(t, spool, true), "the message is being spooled")
+			require.NoError(t, m.Proc.Signal(syscall.SIGKILL))
+			require.True(t, m.Proc.Wait(5*time.Second), "spamass-milter killed")
+			c.Send(string(msg[half:]) + ".\r\n")
+			code, text = c.Reply()
+			realCheckDefault(t, r, action, code, text, msg)
+			c.Cmd("NOOP", 250)
+			realNoSpool(t, spool)
+		})
+	}
+}
+
+// realNoSpool checks that dir is empty and that this process has no file open
+// in it (a spool file unlinked but still open would be a leak).
+func realNoSpool(t *testing.T, dir string) {
+	t.Helper()
+	require.Empty(t, realOpenIn(t, dir, false), "spool files still open")
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, ents, "spool files left")
+}
+
+// realOpenIn returns the files of dir this process has open (unlinked ones
+// too), once there are some (want set) or none (want unset), waiting at most
+// 5 s for it.
+func realOpenIn(t *testing.T, dir string, want bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var open []string
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, fd := range fds {
+			if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, dir+"/") {
+				open = append(open, target)
+			}
+		}
+		if (len(open) > 0) == want || time.Now().After(deadline) {
+			return open
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// realGarbage is a TCP listener that answers whatever a milter client sends
+// with reply, then holds the connection until the client closes it.
+func realGarbage(t *testing.T, reply []byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+				c.Write(reply)
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return "inet:" + l.Addr().String()
+}
+
+// TestRealFaultGarbage: a "milter" that answers the negotiation with garbage
+// gets the default action, a log line names it, and the session goes on: after
+// the refused (tempfail) or taken (accept) message, a second transaction on the
+// same connection gets the same outcome.
+func TestRealFaultGarbage(t *testing.T) {
+	t.Parallel()
+	garbage := map[string][]byte{
+		"http":              []byte("HTTP/1.0 400 Bad Request\r\n\r\n"),
+		"unknown command":   {0, 0, 0, 2, 'Z', 'x'},
+		"4 GiB length":      {0xff, 0xff, 0xff, 0xff, 'O'},
+		"zero length":       {0, 0, 0, 0},
+		"short negotiation": {0, 0, 0, 5, 'O', 0, 0, 0, 6},
+	}
+	for name, reply := range garbage {
+		for _, action := range []milter.DefaultAction{milter.TempFail, milter.Accept} {
+			t.Run(name+"/"+action.String(), func(t *testing.T) {
+				t.Parallel()
+				addr := realGarbage(t, reply)
+				var logs realLog
+				r := realOurs(t, milter.Config{Milters: []milter.Milter{realFaultTimeouts(addr)}, DefaultAction: action,
+					Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
+				msg := realmilter.Message("Hello Bob.\n")
+				c, code, text := realSession(t, r)
+				if c != nil {
+					code, text = realTransaction(c, msg, nil)
+				}
+				realCheckDefault(t, r, action, code, text, msg)
+				require.Contains(t, logs.String(), strings.TrimPrefix(addr, "inet:"), "a log line names the milter")
+				if c == nil {
+					return // refused at connect (as Postfix does with tempfail there)
+				}
+				r.store.Reset()
+				code, text = realTransaction(c, msg, nil)
+				realCheckDefault(t, r, action, code, text, msg)
+				c.Cmd("NOOP", 250)
+			})
+		}
+	}
+}
+
+// realLog is a log's text, safe for concurrent writes.
+type realLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *realLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *realLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

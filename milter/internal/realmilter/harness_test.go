@@ -1,6 +1,7 @@
 package realmilter
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strings"
@@ -34,28 +35,6 @@ type result struct {
 	leadingSpace bool
 }
 
-// header is one header field: name and value as written after the colon.
-type header struct{ name, value string }
-
-// parse splits msg (CRLF) into its header fields (unfolded lines kept) and body.
-func parse(t *testing.T, msg string) ([]header, string) {
-	t.Helper()
-	head, body, ok := strings.Cut(msg, "\r\n\r\n")
-	if !ok {
-		t.Fatalf("no end of header in %q", msg)
-	}
-	var hs []header
-	for _, line := range strings.Split(head, "\r\n") {
-		if line[0] == ' ' || line[0] == '\t' {
-			hs[len(hs)-1].value += "\r\n" + line
-			continue
-		}
-		name, value, _ := strings.Cut(line, ":")
-		hs = append(hs, header{name, value})
-	}
-	return hs, body
-}
-
 // send passes msg through the milter at addr as Postfix would, and returns its
 // end-of-message result; the test fails on any earlier non-continue reply.
 func send(t *testing.T, addr, msg string) result {
@@ -86,16 +65,19 @@ func send(t *testing.T, addr, msg string) result {
 	macros.Set(gomilter.MacroRcptAddr, "bob@dest.test")
 	step("rcpt")(s.Rcpt("<bob@dest.test>", ""))
 	step("data")(s.DataStart())
-	hs, body := parse(t, msg)
+	hs, body, err := Split([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, h := range hs {
-		v := h.value
+		v := h.Value
 		if !r.leadingSpace {
 			v = strings.TrimPrefix(v, " ")
 		}
-		step("header " + h.name)(s.HeaderField(h.name, v, nil))
+		step("header " + h.Name)(s.HeaderField(h.Name, v, nil))
 	}
 	step("eoh")(s.HeaderEnd())
-	mods, act, err := s.BodyReadFrom(strings.NewReader(body))
+	mods, act, err := s.BodyReadFrom(bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("body/eom: %v", err)
 	}

@@ -45,9 +45,9 @@ type T interface {
 }
 
 // StartTimeout bounds the wait for one daemon to answer on its port. rspamd
-// compiles its regular expressions and its list of TLDs at its first start: tens
-// of seconds on a small machine.
-const StartTimeout = 90 * time.Second
+// compiles its regular expressions and its list of TLDs at its first start: some
+// 15 s on two idle cores, over 90 s on a loaded machine.
+const StartTimeout = 3 * time.Minute
 
 // stopWait is how long a daemon has to exit after SIGTERM before its process
 // group gets SIGKILL. The milters built on libmilter notice SIGTERM only at their
