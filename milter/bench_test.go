@@ -51,9 +51,7 @@ func benchMessages(b *testing.B, n int, msg string, perSession bool) {
 		cfg.Milters = append(cfg.Milters, milter.Milter{Addr: milterProcess(b)})
 	}
 	ts := milterServer(b, smtpd.BaseHandler{}, cfg)
-	c := ts.Dial(b)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
+	c := greeted(b, ts)
 	data := msg + ".\r\n"
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
@@ -101,9 +99,7 @@ func BenchmarkLargeMessageMemory(b *testing.B) {
 				cfg.Milters = []milter.Milter{{Addr: milterProcess(b)}}
 			}
 			ts := milterServer(b, h, cfg, func(s *smtpd.Server) { s.MaxMessageSize = 64 << 20 })
-			c := ts.Dial(b)
-			c.Expect(220)
-			c.Cmd("EHLO client.test", 250)
+			c := greeted(b, ts)
 			runtime.GC()
 			var base runtime.MemStats
 			runtime.ReadMemStats(&base)

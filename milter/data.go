@@ -34,23 +34,18 @@ func (w *wrapper) OnDataStart(s *smtpd.Session) error {
 	if err := w.h.OnDataStart(s); err != nil {
 		return err
 	}
-	ss := w.get(s)
-	if ss == nil {
-		return errNoSession
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.discarded = false
-	if ss.txn.discard || ss.txn.dataReply != nil {
+	return w.locked(s, errNoSession, func(ss *msession) error {
+		ss.discarded = false
+		if ss.txn.discard || ss.txn.dataReply != nil {
+			return nil
+		}
+		f := newFeeder(ss, dataSource{s}, int64(len(s.Message.Data)))
+		if len(f.conns) > 0 {
+			ss.txn.content = f
+			f.feed(s.Message.Data)
+		}
 		return nil
-	}
-	f := newFeeder(ss, dataSource{s}, int64(len(s.Message.Data)))
-	if len(f.conns) == 0 {
-		return nil
-	}
-	ss.txn.content = f
-	f.feed(s.Message.Data)
-	return nil
+	})
 }
 
 // OnDataReceiving runs h's, then gives the milters the lines received since the
@@ -60,13 +55,7 @@ func (w *wrapper) OnDataReceiving(s *smtpd.Session) error {
 	if err := w.h.OnDataReceiving(s); err != nil {
 		return err
 	}
-	ss := w.get(s)
-	if ss == nil {
-		return errNoSession
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.feedData(s)
+	return w.locked(s, errNoSession, func(ss *msession) error { return ss.feedData(s) })
 }
 
 // feedData gives the content milters what Message.Data holds past what they had.

@@ -226,9 +226,7 @@ func TestFaultsGetDefaultAction(t *testing.T) {
 func TestFailureLoggedOnceAndSessionSurvives(t *testing.T) {
 	logs := &logCount{}
 	ts := milterServer(t, &qRecorder{}, milter.Config{Milters: []milter.Milter{{Addr: downAddr(t)}}, Logger: slog.New(logs)})
-	c := ts.Dial(t)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
+	c := greeted(t, ts)
 	for range 3 {
 		c.Cmd("MAIL FROM:<a@example.org>", 451)
 		c.Cmd("RSET", 250)

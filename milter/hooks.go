@@ -67,37 +67,28 @@ func (w *wrapper) OnHelo(s *smtpd.Session, helo string) error {
 	if err := w.h.OnHelo(s, helo); err != nil {
 		return err
 	}
-	ss := w.get(s)
-	if ss == nil {
-		return nil
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.endTxn()
-	if ss.client != clientKey(s) { // XCLIENT: a new client, as Postfix a new milter session
-		ss.stop()
-		if o := ss.start(s); o.reply != nil && o.reply.Code == 421 {
+	return w.locked(s, nil, func(ss *msession) error {
+		ss.endTxn()
+		if ss.client != clientKey(s) { // XCLIENT: a new client, as Postfix a new milter session
+			ss.stop()
+			if o := ss.start(s); o.reply != nil && o.reply.Code == 421 {
+				return o.reply
+			}
+		}
+		ss.mac.helo(s)
+		o := ss.each(stHelo, func(c *mconn) (*gomilter.Action, error) { return c.cs.Helo(helo) })
+		if o.reply != nil && o.reply.Code == 421 {
 			return o.reply
 		}
-	}
-	ss.mac.helo(s)
-	o := ss.each(stHelo, func(c *mconn) (*gomilter.Action, error) { return c.cs.Helo(helo) })
-	if o.reply != nil && o.reply.Code == 421 {
-		return o.reply
-	}
-	return nil
+		return nil
+	})
 }
 
 // OnAuth answers AUTH with a milter's persisting refusal (Postfix's
 // milter_other_event), else runs h's.
 func (w *wrapper) OnAuth(s *smtpd.Session, authorizationID, authenticationID, password string) (string, error) {
-	if ss := w.get(s); ss != nil {
-		ss.mu.Lock()
-		r := ss.persisting()
-		ss.mu.Unlock()
-		if r != nil {
-			return "", r
-		}
+	if err := w.locked(s, nil, func(ss *msession) error { return replyErr(ss.persisting()) }); err != nil {
+		return "", err
 	}
 	return w.h.OnAuth(s, authorizationID, authenticationID, password)
 }
@@ -138,12 +129,14 @@ func (w *wrapper) OnMailFrom(s *smtpd.Session, from string) (string, error) {
 	if refused(err) {
 		return ret, err
 	}
-	ss := w.get(s)
-	if ss == nil {
-		return "", errNoSession
+	if merr := w.locked(s, errNoSession, func(ss *msession) error { return ss.mail(s, from) }); merr != nil {
+		return "", merr
 	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+	return ret, err
+}
+
+// mail reports MAIL FROM.
+func (ss *msession) mail(s *smtpd.Session, from string) error {
 	ss.endTxn() // the last transaction, answered since
 	ss.discarded = false
 	quarantines.Delete(s)
@@ -153,10 +146,10 @@ func (w *wrapper) OnMailFrom(s *smtpd.Session, from string) (string, error) {
 	o := ss.each(stMail, func(c *mconn) (*gomilter.Action, error) { return c.cs.Mail(from, args) })
 	if o.reply != nil {
 		ss.endTxn() // Postfix's mail_reset: ABORT
-		return "", o.reply
+		return o.reply
 	}
 	ss.txn.discard = o.discard
-	return ret, err
+	return nil
 }
 
 // OnRcptTo runs h's, then reports RCPT TO with its ESMTP parameters. A recipient
@@ -165,28 +158,30 @@ func (w *wrapper) OnMailFrom(s *smtpd.Session, from string) (string, error) {
 // hear nothing more of the transaction.
 func (w *wrapper) OnRcptTo(s *smtpd.Session, to string) (string, error) {
 	ret, err := w.h.OnRcptTo(s, to)
-	ss := w.get(s)
-	if ss == nil {
-		return "", errNoSession
+	if merr := w.locked(s, errNoSession, func(ss *msession) error { return ss.rcpt(s, to, err) }); merr != nil {
+		return "", merr
 	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+	return ret, err
+}
+
+// rcpt reports RCPT TO, or a recipient h refused (with herr).
+func (ss *msession) rcpt(s *smtpd.Session, to string, herr error) error {
 	args := esmtpArgs(s.CommandParams())
-	if refused(err) {
-		ss.rejectedRcpt(to, args, err)
-		return ret, err
+	if refused(herr) {
+		ss.rejectedRcpt(to, args, herr)
+		return nil
 	}
 	if ss.txn.discard {
-		return ret, err
+		return nil
 	}
 	ss.mac.rcpt(to)
 	o := ss.each(stRcpt, func(c *mconn) (*gomilter.Action, error) { return c.cs.Rcpt(to, args) })
 	if o.reply != nil {
-		return "", o.reply
+		return o.reply
 	}
 	ss.txn.discard = o.discard
 	ss.mac.queued(s)
-	return ret, err
+	return nil
 }
 
 // rejectedRcpt reports a recipient h refused to the milters that want those.
@@ -213,36 +208,28 @@ func (w *wrapper) OnDataCommand(s *smtpd.Session) error {
 			return err
 		}
 	}
-	ss := w.get(s)
-	if ss == nil {
-		return errNoSession
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	switch {
-	case ss.txn.dataReply != nil:
-		return ss.txn.dataReply
-	case ss.txn.discard:
+	return w.locked(s, errNoSession, func(ss *msession) error {
+		switch {
+		case ss.txn.dataReply != nil:
+			return ss.txn.dataReply
+		case ss.txn.discard:
+			return nil
+		}
+		o := ss.each(stData, func(c *mconn) (*gomilter.Action, error) { return c.cs.DataStart() })
+		if o.reply != nil {
+			ss.txn.dataReply = o.reply
+			return o.reply
+		}
+		ss.txn.discard = o.discard
 		return nil
-	}
-	o := ss.each(stData, func(c *mconn) (*gomilter.Action, error) { return c.cs.DataStart() })
-	if o.reply != nil {
-		ss.txn.dataReply = o.reply
-		return o.reply
-	}
-	ss.txn.discard = o.discard
-	return nil
+	})
 }
 
 // OnReset sends ABORT to the milters (RSET, a new HELO, STARTTLS, XCLIENT, an
 // abandoned BDAT transfer, the connection ending mid-transaction), then runs h's
 // when it has one.
 func (w *wrapper) OnReset(s *smtpd.Session) {
-	if ss := w.get(s); ss != nil {
-		ss.mu.Lock()
-		ss.endTxn()
-		ss.mu.Unlock()
-	}
+	w.locked(s, nil, func(ss *msession) error { ss.endTxn(); return nil })
 	quarantines.Delete(s)
 	if rh, ok := w.h.(smtpd.ResetHandler); ok {
 		rh.OnReset(s)
@@ -256,15 +243,11 @@ func (w *wrapper) OnUnknown(s *smtpd.Session, line string) error {
 	if !refused(err) {
 		return err
 	}
-	ss := w.get(s)
-	if ss == nil {
+	return w.locked(s, err, func(ss *msession) error {
+		o := ss.each(stUnknown, func(c *mconn) (*gomilter.Action, error) { return c.cs.Unknown(line, nil) })
+		if o.reply != nil && o.reply.Code/100 == 4 {
+			return o.reply
+		}
 		return err
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	o := ss.each(stUnknown, func(c *mconn) (*gomilter.Action, error) { return c.cs.Unknown(line, nil) })
-	if o.reply != nil && o.reply.Code/100 == 4 {
-		return o.reply
-	}
-	return err
+	})
 }

@@ -39,9 +39,7 @@ func TestMacrosPerStage(t *testing.T) {
 	ts := milterServer(t, h, milters(sc), func(s *smtpd.Server) {
 		s.TLSMode, s.AuthMode = smtpd.TLSOptional, smtpd.AuthOptional
 	})
-	c := ts.Dial(t)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
+	c := greeted(t, ts)
 	c.StartTLS(nil)
 	c.Cmd("EHLO client.test", 250)
 	c.Cmd("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")), 235)

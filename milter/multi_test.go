@@ -112,11 +112,7 @@ func bodyArrives(t *testing.T, ms []*scripted, live []bool) {
 			h = &streamRecorder{}
 		}
 		ts := milterServer(t, h, milters(ms...))
-		c := ts.Dial(t)
-		c.Expect(220)
-		c.Cmd("EHLO client.test", 250)
-		c.Cmd("MAIL FROM:<a@example.org>", 250)
-		c.Cmd("RCPT TO:<b@example.net>", 250)
+		c := inTransaction(t, ts)
 		c.Cmd("DATA", 354)
 		line := strings.Repeat("x", 998) + "\r\n"
 		// 200 KB: three full chunks, two at least past the server's own buffering

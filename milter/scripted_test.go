@@ -261,3 +261,22 @@ func milters(ms ...*scripted) milter.Config {
 	}
 	return c
 }
+
+// greeted dials the server and greets it with EHLO.
+func greeted(t testing.TB, ts *smtptest.Server) *smtptest.Conn {
+	t.Helper()
+	c := ts.Dial(t)
+	c.Expect(220)
+	c.Cmd("EHLO client.test", 250)
+	return c
+}
+
+// inTransaction dials the server and begins a transaction from a@example.org to
+// b@example.net.
+func inTransaction(t testing.TB, ts *smtptest.Server) *smtptest.Conn {
+	t.Helper()
+	c := greeted(t, ts)
+	c.Cmd("MAIL FROM:<a@example.org>", 250)
+	c.Cmd("RCPT TO:<b@example.net>", 250)
+	return c
+}

@@ -28,11 +28,7 @@ func TestAbortAndQuit(t *testing.T) {
 	t.Run("RSET", func(t *testing.T) {
 		sc := startScripted(t, scriptedOpts{}, nil)
 		ts := milterServer(t, &qRecorder{}, milters(sc))
-		c := ts.Dial(t)
-		c.Expect(220)
-		c.Cmd("EHLO client.test", 250)
-		c.Cmd("MAIL FROM:<a@example.org>", 250)
-		c.Cmd("RCPT TO:<b@example.net>", 250)
+		c := inTransaction(t, ts)
 		c.Cmd("RSET", 250)
 		c.Cmd("MAIL FROM:<c@example.org>", 250)
 		c.Cmd("QUIT", 221)
@@ -50,11 +46,7 @@ func TestAbortAndQuit(t *testing.T) {
 				h = &streamRecorder{}
 			}
 			ts := milterServer(t, h, milters(sc))
-			c := ts.Dial(t)
-			c.Expect(220)
-			c.Cmd("EHLO client.test", 250)
-			c.Cmd("MAIL FROM:<a@example.org>", 250)
-			c.Cmd("RCPT TO:<b@example.net>", 250)
+			c := inTransaction(t, ts)
 			c.Cmd("DATA", 354)
 			c.Send("Subject: half\r\n\r\n" + strings.Repeat("half a message\r\n", 2000)) // past the stream's 8 KiB hand-off
 			sc.waitStage(t, "eoh")
@@ -72,9 +64,7 @@ func TestAbortAndQuit(t *testing.T) {
 		sc := startScripted(t, scriptedOpts{}, nil)
 		h := &qRecorder{}
 		ts := milterServer(t, h, milters(sc))
-		c := ts.Dial(t)
-		c.Expect(220)
-		c.Cmd("EHLO client.test", 250)
+		c := greeted(t, ts)
 		for i := range 2 {
 			c.Cmd("MAIL FROM:<a@example.org>", 250)
 			c.Cmd("RCPT TO:<b@example.net>", 250)
@@ -94,11 +84,7 @@ func TestAbortAndQuit(t *testing.T) {
 	t.Run("DATA refused twice", func(t *testing.T) {
 		sc := startScripted(t, scriptedOpts{}, map[string]answer{"data": custom(451, "4.7.0 later")})
 		ts := milterServer(t, &qRecorder{}, milters(sc))
-		c := ts.Dial(t)
-		c.Expect(220)
-		c.Cmd("EHLO client.test", 250)
-		c.Cmd("MAIL FROM:<a@example.org>", 250)
-		c.Cmd("RCPT TO:<b@example.net>", 250)
+		c := inTransaction(t, ts)
 		c.Cmd("DATA", 451)
 		c.Cmd("DATA", 451)
 		c.Cmd("RSET", 250)
@@ -125,9 +111,7 @@ func TestUnknownCommands(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			sc := startScripted(t, scriptedOpts{}, map[string]answer{"unknown": c.answer})
 			ts := milterServer(t, &qRecorder{}, milters(sc))
-			conn := ts.Dial(t)
-			conn.Expect(220)
-			conn.Cmd("EHLO client.test", 250)
+			conn := greeted(t, ts)
 			conn.Cmd("FROBNICATE now", c.want)
 			if c.want == 421 {
 				conn.ExpectClosed()
@@ -210,11 +194,7 @@ func TestBDAT(t *testing.T) {
 	})})
 	h := &qRecorder{}
 	ts := milterServer(t, h, milters(sc), func(s *smtpd.Server) { s.Chunking = true })
-	c := ts.Dial(t)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
-	c.Cmd("MAIL FROM:<a@example.org>", 250)
-	c.Cmd("RCPT TO:<b@example.net>", 250)
+	c := inTransaction(t, ts)
 	part1, part2 := "Subject: chunked\r\n\r\nfirst ", "part\r\n"
 	c.Send(fmt.Sprintf("BDAT %d\r\n%s", len(part1), part1))
 	c.Expect(250)
@@ -300,11 +280,7 @@ func TestBDATResetWhileStreaming(t *testing.T) {
 	sc := startScripted(t, scriptedOpts{}, nil)
 	h := &streamRecorder{}
 	ts := milterServer(t, h, milters(sc), func(s *smtpd.Server) { s.Chunking = true })
-	c := ts.Dial(t)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
-	c.Cmd("MAIL FROM:<a@example.org>", 250)
-	c.Cmd("RCPT TO:<b@example.net>", 250)
+	c := inTransaction(t, ts)
 	part := "Subject: chunked\r\n\r\n" + strings.Repeat("0123456789\r\n", 10000)
 	c.Send(fmt.Sprintf("BDAT %d\r\n%s", len(part), part))
 	c.Expect(250)
@@ -346,11 +322,7 @@ func TestServerCloseEndsMilterWaits(t *testing.T) {
 	h := &qRecorder{}
 	cfg := milter.Config{Milters: []milter.Milter{{Addr: fm.Addr, EOMTimeout: time.Hour}}}
 	ts := milterServer(t, h, cfg)
-	c := ts.Dial(t)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
-	c.Cmd("MAIL FROM:<a@example.org>", 250)
-	c.Cmd("RCPT TO:<b@example.net>", 250)
+	c := inTransaction(t, ts)
 	c.Cmd("DATA", 354)
 	c.Send(testMessage + ".\r\n")
 	time.Sleep(100 * time.Millisecond) // the session waits for the milter's end of message
@@ -366,9 +338,7 @@ func TestRefusalAnswersAuth(t *testing.T) {
 	sc := startScripted(t, scriptedOpts{}, map[string]answer{"connect": respond(gomilter.RespTempFail)})
 	h := &authRecorder{}
 	ts := milterServer(t, h, milters(sc), func(s *smtpd.Server) { s.AuthMode = smtpd.AuthOptional })
-	c := ts.Dial(t)
-	c.Expect(220)
-	c.Cmd("EHLO client.test", 250)
+	c := greeted(t, ts)
 	c.Cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", 451)
 	c.Cmd("QUIT", 221)
 }

@@ -87,11 +87,7 @@ func TestSpoolLeavesNothing(t *testing.T) {
 			cfg := milters(sc)
 			cfg.TempDir = dir
 			ts := milterServer(t, h, cfg)
-			conn := ts.Dial(t)
-			conn.Expect(220)
-			conn.Cmd("EHLO client.test", 250)
-			conn.Cmd("MAIL FROM:<a@example.org>", 250)
-			conn.Cmd("RCPT TO:<b@example.net>", 250)
+			conn := inTransaction(t, ts)
 			conn.Cmd("DATA", 354)
 			if c.client == "gone" {
 				conn.Send(big[:200<<10])

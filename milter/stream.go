@@ -23,12 +23,7 @@ func (w *streamWrapper) OnDataStart(s *smtpd.Session) error {
 	if err := w.h.OnDataStart(s); err != nil {
 		return err
 	}
-	if ss := w.get(s); ss != nil {
-		ss.mu.Lock()
-		ss.discarded = false
-		ss.mu.Unlock()
-	}
-	return nil
+	return w.locked(s, nil, func(ss *msession) error { ss.discarded = false; return nil })
 }
 
 // OnMessageStream gives the milters the message as it arrives while it is

@@ -100,6 +100,18 @@ func (w *wrapper) get(s *smtpd.Session) *msession {
 	return nil
 }
 
+// locked runs fn on the session's milters, locked. Without them (their
+// OnConnect did not run through the wrapper) it returns none.
+func (w *wrapper) locked(s *smtpd.Session, none error, fn func(ss *msession) error) error {
+	ss := w.get(s)
+	if ss == nil {
+		return none
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return fn(ss)
+}
+
 // start opens the session's milters (at connect, and again after XCLIENT).
 func (ss *msession) start(s *smtpd.Session) outcome {
 	o := ss.open(s)
