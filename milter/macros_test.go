@@ -104,7 +104,7 @@ func TestMacrosPerStage(t *testing.T) {
 	}
 }
 
-func TestRealClientBehindXClientAndProxy(t *testing.T) {
+func TestClientBehindXClientAndProxy(t *testing.T) {
 	t.Run("XCLIENT", func(t *testing.T) {
 		sc := startScripted(t, scriptedOpts{}, nil)
 		ts := milterServer(t, &qRecorder{}, milters(sc), func(s *smtpd.Server) { s.XClientTrustedNetworks = "127.0.0.0/8" })
