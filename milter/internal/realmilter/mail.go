@@ -1,0 +1,131 @@
+package realmilter
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/smtp"
+	"strings"
+	"time"
+)
+
+// Message builds a test message with CRLF line ends: the header lines given
+// (none: a plain message from alice@example.test to bob@dest.test with a
+// Message-ID and a Date), an empty line, then body (LF line ends become CRLF).
+func Message(body string, header ...string) []byte {
+	if header == nil {
+		header = []string{
+			"From: Alice <alice@example.test>",
+			"To: Bob <bob@dest.test>",
+			"Subject: a test",
+			"Date: Mon, 07 Dec 2026 20:00:00 +0000",
+			"Message-ID: <realmilter@example.test>",
+			"MIME-Version: 1.0",
+			"Content-Type: text/plain; charset=us-ascii",
+		}
+	}
+	return []byte(strings.Join(header, "\r\n") + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n"))
+}
+
+// Field is a header field as stored: its name and its value as written after
+// the colon, folding kept.
+type Field struct{ Name, Value string }
+
+// Split splits a message (CRLF line ends) into its header fields and its body.
+func Split(msg []byte) ([]Field, []byte, error) {
+	head, body, ok := bytes.Cut(msg, []byte("\r\n\r\n"))
+	if !ok {
+		return nil, nil, fmt.Errorf("no end of header in %.200q", msg)
+	}
+	var fs []Field
+	for _, line := range strings.Split(string(head), "\r\n") {
+		if line != "" && (line[0] == ' ' || line[0] == '\t') {
+			if len(fs) == 0 {
+				return nil, nil, fmt.Errorf("continuation line first in %.200q", head)
+			}
+			fs[len(fs)-1].Value += "\r\n" + line
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, nil, fmt.Errorf("not a header field: %q", line)
+		}
+		fs = append(fs, Field{name, value})
+	}
+	return fs, body, nil
+}
+
+// Join is the inverse of Split.
+func Join(fs []Field, body []byte) []byte {
+	var b bytes.Buffer
+	for _, f := range fs {
+		b.WriteString(f.Name + ":" + f.Value + "\r\n")
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes()
+}
+
+// Values returns the values of the fields named name (any case), in order.
+func Values(fs []Field, name string) []string {
+	var vs []string
+	for _, f := range fs {
+		if strings.EqualFold(f.Name, name) {
+			vs = append(vs, f.Value)
+		}
+	}
+	return vs
+}
+
+// Deliver sends msg over SMTP (net/smtp) to addr, as client.test, from
+// alice@example.test to bob@dest.test, within two minutes. It returns nil when
+// the server accepted the message, else the server's refusal
+// (*textproto.Error) or what ended the session.
+func Deliver(addr string, msg []byte) error {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	c, err := smtp.NewClient(conn, "127.0.0.1")
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		return err
+	}
+	if err := c.Mail("alice@example.test"); err != nil {
+		return err
+	}
+	if err := c.Rcpt("bob@dest.test"); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	c.Quit()
+	return nil
+}
+
+// DKIMTags returns a DKIM-Signature value as its tags without t= and b=
+// (which change with the second), white space removed (RFC 6376 §3.2), for
+// comparing two signatures made of the same message.
+func DKIMTags(v string) string {
+	var tags []string
+	for _, tag := range strings.Split(v, ";") {
+		tag = strings.Join(strings.Fields(tag), "")
+		if tag != "" && !strings.HasPrefix(tag, "t=") && !strings.HasPrefix(tag, "b=") {
+			tags = append(tags, tag)
+		}
+	}
+	return " " + strings.Join(tags, "; ") + " (t= and b= left out)"
+}
