@@ -1,0 +1,181 @@
+package mailauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+)
+
+// MaxDKIMSignatures is how many DKIM-Signature fields of a message are verified,
+// in header order. The others are reported with Result Policy ("not verified"), so
+// a message with 1000 signatures costs at most this many key lookups.
+const MaxDKIMSignatures = 10
+
+// dkimSig is one DKIM-Signature field, read with our own tag-list parser: the
+// results need s= and b=, which go-msgauth does not report.
+type dkimSig struct {
+	res  DKIMResult
+	tags tagList
+	err  error // the tag list is malformed
+}
+
+// collectDKIM returns the message's DKIM-Signature fields, in header order, named
+// as go-msgauth names them (the name trimmed, case-insensitive), so that the n-th
+// here is its n-th.
+func collectDKIM(fields []field) []dkimSig {
+	var sigs []dkimSig
+	for _, f := range fields {
+		if !f.is("DKIM-Signature") {
+			continue
+		}
+		tags, err := parseTagList(f.value())
+		s := dkimSig{tags: tags, err: err}
+		s.res.Domain = stripFWS(tags.value("d"))
+		s.res.Selector = stripFWS(tags.value("s"))
+		s.res.Identifier = stripFWS(tags.value("i"))
+		s.res.Algorithm = strings.ToLower(stripFWS(tags.value("a")))
+		s.res.Signature = firstN(stripFWS(tags.value("b")), 8)
+		sigs = append(sigs, s)
+	}
+	return sigs
+}
+
+func firstN(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// dkimRun is go-msgauth's verification of a message being fed to it through a pipe
+// as it arrives: its Verify reads the header, looks the keys up (through our
+// cache, under the header's context), then hashes the body as it comes.
+type dkimRun struct {
+	sigs   []dkimSig
+	pw     *io.PipeWriter
+	broken bool // go-msgauth stopped reading: the rest is not fed
+	done   chan dkimOutcome
+	stop   func() bool
+}
+
+type dkimOutcome struct {
+	verifs []*dkim.Verification
+	err    error
+}
+
+var errDKIMDone = errors.New("mailauth: DKIM verification ended")
+
+// startDKIM starts verifying sigs, feeding go-msgauth the header; the body follows
+// through write. The keys of the verified signatures are looked up at once. When
+// parent ends (the session is gone) the pipe breaks, so nothing waits forever.
+func startDKIM(parent, ctx context.Context, keys *txtCache, header []byte, sigs []dkimSig) *dkimRun {
+	for _, s := range sigs[:min(len(sigs), MaxDKIMSignatures)] {
+		if s.err == nil && s.res.Domain != "" && s.res.Selector != "" {
+			keys.start(ctx, keyName(s.res.Selector, s.res.Domain))
+		}
+	}
+	pr, pw := io.Pipe()
+	d := &dkimRun{sigs: sigs, pw: pw, done: make(chan dkimOutcome, 1)}
+	opts := &dkim.VerifyOptions{
+		LookupTXT:        func(name string) ([]string, error) { return keys.get(ctx, name) },
+		MaxVerifications: MaxDKIMSignatures,
+	}
+	go func() {
+		verifs, err := dkim.VerifyWithOptions(pr, opts)
+		pr.CloseWithError(errDKIMDone)
+		d.done <- dkimOutcome{verifs, err}
+	}()
+	d.stop = context.AfterFunc(parent, func() { pw.CloseWithError(parent.Err()) })
+	d.write(header)
+	return d
+}
+
+// write feeds body bytes; once go-msgauth stopped reading, they are dropped.
+func (d *dkimRun) write(p []byte) {
+	if d == nil || d.broken {
+		return
+	}
+	if _, err := d.pw.Write(p); err != nil {
+		d.broken = true
+	}
+}
+
+// finish ends the body and returns one result per signature.
+func (d *dkimRun) finish(ctx context.Context, keys *txtCache, now time.Time) []DKIMResult {
+	d.pw.Close()
+	out := <-d.done
+	d.stop()
+	results := make([]DKIMResult, len(d.sigs))
+	for i, s := range d.sigs {
+		results[i] = s.res
+		switch {
+		case i >= MaxDKIMSignatures:
+			results[i].Result, results[i].Reason = Policy, notVerified
+		case out.err != nil && !errors.Is(out.err, dkim.ErrTooManySignatures):
+			results[i].Result, results[i].Reason = TempError, "verification interrupted: "+out.err.Error()
+		case i >= len(out.verifs):
+			results[i].Result, results[i].Reason = TempError, "not verified"
+		default:
+			results[i].Result, results[i].Reason = judgeDKIM(ctx, keys, s, out.verifs[i].Err, now)
+		}
+	}
+	return results
+}
+
+var notVerified = fmt.Sprintf("not verified: only the first %d signatures are", MaxDKIMSignatures)
+
+// judgeDKIM turns go-msgauth's verdict on one signature into a result. RFC 8301
+// refusals (rsa-sha1, RSA keys under 1024 bits) and l= are Policy: go-msgauth
+// reports them as plain failures, so they are told by the signature's a= and l=
+// and by the key. x= is also checked against now (Verifier.Now).
+func judgeDKIM(ctx context.Context, keys *txtCache, s dkimSig, err error, now time.Time) (Result, string) {
+	if s.err != nil {
+		return PermError, "signature: " + s.err.Error()
+	}
+	if _, sha1 := strings.CutSuffix(s.res.Algorithm, "-sha1"); sha1 {
+		return Policy, "rsa-sha1 refused (RFC 8301)"
+	}
+	if x, ok := s.tags.get("x"); ok {
+		if sec, perr := strconv.ParseInt(stripFWS(x), 10, 64); perr == nil && now.Unix() > sec {
+			return PermError, "signature expired"
+		}
+	}
+	if err == nil {
+		return Pass, ""
+	}
+	if _, l := s.tags.get("l"); l {
+		return Policy, "l= refused: a body length limit leaves content unsigned"
+	}
+	reason := strings.TrimPrefix(err.Error(), "dkim: ")
+	switch {
+	case dkim.IsTempFail(err):
+		return TempError, reason
+	case dkim.IsPermFail(err):
+		if k, kerr := fetchKey(ctx, keys, keyName(s.res.Selector, s.res.Domain)); kerr == nil && k.kind == "rsa" && k.bits < 1024 {
+			return Policy, fmt.Sprintf("RSA key of %d bits refused (RFC 8301)", k.bits)
+		}
+		return PermError, reason
+	default:
+		return Fail, reason
+	}
+}
+
+// refuseDKIM gives every signature the same result, for a message whose DKIM
+// fields could not be verified at all (a header section over the limit).
+func refuseDKIM(sigs []dkimSig, r Result, reason string) []DKIMResult {
+	results := make([]DKIMResult, len(sigs))
+	for i, s := range sigs {
+		results[i] = s.res
+		results[i].Result, results[i].Reason = r, reason
+		if i >= MaxDKIMSignatures {
+			results[i].Result, results[i].Reason = Policy, notVerified
+		}
+	}
+	return results
+}
