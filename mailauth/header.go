@@ -23,8 +23,8 @@ func (f field) value() string {
 // is reports whether the field is called name (case-insensitive).
 func (f field) is(name string) bool { return strings.EqualFold(f.name, name) }
 
-// parseHeader splits a header section (without the empty line ending it) into
-// fields. A line starting with a space or tab continues the field before it; a
+// parseHeader splits a header section into fields, up to the empty line that
+// ends it or the end of b. A line starting with a space or tab continues the field before it; a
 // line without a colon is a field with no value (a nameless one when it is the
 // first line and a continuation). Bare LF line ends count as CRLF.
 func parseHeader(b []byte) []field {
@@ -47,7 +47,10 @@ func parseHeader(b []byte) []field {
 			b = nil
 		}
 		line = bytes.TrimSuffix(line, []byte("\r"))
-		if len(line) > 0 && isWSP(line[0]) && cur.Len() > 0 {
+		if len(line) == 0 {
+			break // the empty line ending the section
+		}
+		if isWSP(line[0]) && cur.Len() > 0 {
 			cur.Write(line)
 			cur.WriteString("\r\n")
 			continue
