@@ -54,7 +54,7 @@ func verifyCases(k *testenv.Keyring) []verifyCase {
 			dkim: "pass", dmarc: Pass, arc: Pass},
 		{name: "ARC body changed after the seal", conn: Connection{IP: net.ParseIP("127.0.0.3"), Helo: "mx.fwd.test", MailFrom: "list@fwd.test"},
 			steps: []testenv.Step{rsa("rsa2048"), testenv.ARC(k.RSA2048, "rsa2048", "fwd.test", "hop1.fwd.test"), {Op: "append", Text: "footer\r\n"}},
-			dkim: "fail", dmarc: Fail, arc: Fail},
+			dkim:  "fail", dmarc: Fail, arc: Fail},
 		{name: "ARC list rewrote the subject, then sealed", conn: Connection{IP: net.ParseIP("127.0.0.3"), Helo: "mx.fwd.test", MailFrom: "list@fwd.test"},
 			steps: []testenv.Step{rsa("rsa2048"), {Op: "replace", Old: "Subject: a test", New: "Subject: [list] a test"},
 				testenv.ARC(k.RSA2048, "rsa2048", "fwd.test", "hop1.fwd.test")},
