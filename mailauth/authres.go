@@ -11,8 +11,12 @@ import (
 // through writeValue or writeComment, which quote it or replace what cannot be
 // written, so no client can end the field or add one.
 
-// maxReason bounds a reason="..." value.
-const maxReason = 100
+// maxReason bounds a reason="..." value, maxValue any other: a domain name has at
+// most 253 octets, and with escapes no line of the field nears RFC 5322's 998.
+const (
+	maxReason = 100
+	maxValue  = 255
+)
 
 // foldAt is where a field line is folded when it can be.
 const foldAt = 78
@@ -134,7 +138,7 @@ func (v *Verdict) iprevWords() []string {
 		words = append(words, "policy.iprev="+value(r.IP))
 	}
 	if r.Name != "" {
-		words = append(words, comment(r.Name))
+		words = append(words, comment(shorten(r.Name, maxValue)))
 	}
 	return words
 }
@@ -162,15 +166,21 @@ func reasonIf(r Result, text string) []string {
 }
 
 func reason(text string) string {
-	if len(text) > maxReason {
-		text = text[:maxReason-3] + "..."
+	return "reason=" + quoted(shorten(text, maxReason))
+}
+
+// shorten cuts s to n octets, marking the cut with "...".
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return s[:n-3] + "..."
 	}
-	return "reason=" + quoted(text)
+	return s
 }
 
 // value writes s as an RFC 2045 token when it is one, else as a quoted-string;
 // an address local-part@domain of token characters stays bare (RFC 8601 pvalue).
 func value(s string) string {
+	s = shorten(s, maxValue)
 	if s != "" && isToken(s) {
 		return s
 	}

@@ -32,13 +32,15 @@ type dmarcLookup struct {
 	rec    *dmarcRecord
 	result Result // None (no policy), TempError, or "" when rec is set
 	reason string
+	empty  bool // no DMARC record at all: the organizational domain is asked next
 }
 
 // lookupDMARC finds the policy for from: at _dmarc.<from>, then at
-// _dmarc.<organizational domain> when from has none.
+// _dmarc.<organizational domain> when from has no DMARC record at all (RFC 7489
+// 6.6.3: several records, or one without a usable p=, end the discovery).
 func lookupDMARC(ctx context.Context, r Resolver, from, org string) dmarcLookup {
 	l := lookupDMARCAt(ctx, r, from)
-	if l.rec != nil || l.result == TempError || org == from {
+	if !l.empty || org == from {
 		return l
 	}
 	l = lookupDMARCAt(ctx, r, org)
@@ -54,7 +56,7 @@ func lookupDMARCAt(ctx context.Context, r Resolver, domain string) dmarcLookup {
 		if lookupFailure(err, None) == TempError {
 			return dmarcLookup{result: TempError, reason: "_dmarc." + domain + ": " + err.Error()}
 		}
-		return dmarcLookup{result: None, reason: "no DMARC record"}
+		return dmarcLookup{result: None, reason: "no DMARC record", empty: true}
 	}
 	var found []string
 	for _, t := range txts {
@@ -64,7 +66,7 @@ func lookupDMARCAt(ctx context.Context, r Resolver, domain string) dmarcLookup {
 	}
 	switch len(found) {
 	case 0:
-		return dmarcLookup{result: None, reason: "no DMARC record"}
+		return dmarcLookup{result: None, reason: "no DMARC record", empty: true}
 	case 1:
 		rec, ok := parseDMARC(found[0])
 		if !ok {

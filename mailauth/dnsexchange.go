@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,9 +49,23 @@ func (c *DNSClient) exchange(ctx context.Context, name dnsmessage.Name, t dnsmes
 	case dnsmessage.RCodeSuccess, dnsmessage.RCodeNameError:
 		return msg, nil
 	default:
-		return nil, &net.DNSError{Err: "server answered " + strings.ToUpper(strings.TrimPrefix(msg.RCode.String(), "RCode")),
-			Server: c.Server, IsTemporary: true}
+		return nil, &net.DNSError{Err: "server answered " + rcodeName(msg.RCode), Server: c.Server, IsTemporary: true}
 	}
+}
+
+// rcodeName is the RFC 1035/6895 mnemonic of an RCODE.
+func rcodeName(r dnsmessage.RCode) string {
+	switch r {
+	case dnsmessage.RCodeFormatError:
+		return "FORMERR"
+	case dnsmessage.RCodeServerFailure:
+		return "SERVFAIL"
+	case dnsmessage.RCodeNotImplemented:
+		return "NOTIMP"
+	case dnsmessage.RCodeRefused:
+		return "REFUSED"
+	}
+	return "RCODE " + strconv.Itoa(int(r))
 }
 
 // dnsError turns a failed exchange into a *net.DNSError: timeouts and cancelled

@@ -1,6 +1,7 @@
 package mailauth
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -98,4 +99,9 @@ func dkimWordList(rs []DKIMResult) string {
 		w = append(w, string(r.Result))
 	}
 	return strings.Join(w, ",")
+}
+
+// contextWithTimeout is the test's context with a deadline ms milliseconds away.
+func contextWithTimeout(t *testing.T, ms int) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), time.Duration(ms)*time.Millisecond)
 }
