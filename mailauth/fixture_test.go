@@ -13,11 +13,12 @@ import (
 // fixture is a private nsd serving the zones of this package's own tests, and the
 // keys published in them:
 //
-//	example.test   SPF for 127.0.0.2, p=reject, keys rsa2048/rsa1024/rsa512/ed25519,
+//	example.test   SPF for 127.0.0.2 and 127.0.0.1 (smtptest's clients), p=reject, keys rsa2048/rsa1024/rsa512/ed25519,
 //	               a revoked key "revoked", mx.example.test -> 127.0.0.2
 //	fwd.test       an ARC forwarder's keys, SPF for 127.0.0.3
 //	sub.org.test   no DMARC record; org.test has p=quarantine sp=reject pct=50
-//	127.0.0.2      PTR mx.example.test; 127.0.0.3 PTR nowhere.test (no address)
+//	127.0.0.2      PTR mx.example.test; 127.0.0.3 PTR nowhere.test (no address);
+//	127.0.0.1      PTR client.example.test
 type fixture struct {
 	nsd  *testenv.NSD
 	keys *testenv.Keyring
@@ -53,9 +54,10 @@ func newFixture(t *testing.T) *fixture {
 	ex.TXT("revoked._domainkey", keys.RSA2048.Revoked()).
 		TXT("two._domainkey", keys.RSA2048.Record()).
 		TXT("two._domainkey", keys.RSA1024.Record()).
-		TXT("@", "v=spf1 ip4:127.0.0.2 -all").
+		TXT("@", "v=spf1 ip4:127.0.0.2 ip4:127.0.0.1 -all").
 		TXT("_dmarc", "v=DMARC1; p=reject").
-		Add("mx", "A", "127.0.0.2")
+		Add("mx", "A", "127.0.0.2").
+		Add("client", "A", "127.0.0.1")
 	fwd := testenv.Zone{Origin: "fwd.test."}
 	for _, k := range keys.All() {
 		fwd.TXT(k.Name+"._domainkey", k.Record())
@@ -67,7 +69,7 @@ func newFixture(t *testing.T) *fixture {
 		TXT("@", "v=spf1 ip4:127.0.0.2 -all").
 		TXT("sub", "v=spf1 ip4:127.0.0.2 -all")
 	ptr := testenv.Zone{Origin: "0.0.127.in-addr.arpa."}
-	ptr.Add("2", "PTR", "mx.example.test.").Add("3", "PTR", "nowhere.test.")
+	ptr.Add("2", "PTR", "mx.example.test.").Add("3", "PTR", "nowhere.test.").Add("1", "PTR", "client.example.test.")
 	n := testenv.StartNSD(t, ex, fwd, org, ptr, testenv.Zone{Origin: "test."})
 	return &fixture{nsd: n, keys: keys}
 }
