@@ -17,6 +17,8 @@ type Question struct {
 	Helo     string  `json:"helo"`
 	MailFrom string  `json:"mailfrom"` // "" for <>
 	Rand     float64 `json:"rand"`     // the pinned DMARC pct draw in [0,1)
+	// AR is an Authentication-Results field for python3-authres to parse ("": none).
+	AR string `json:"ar,omitempty"`
 }
 
 // Answer is what the oracles say about one Question (see scripts/oracle.py for how each
@@ -27,6 +29,20 @@ type Answer struct {
 	SPF   SPFAnswer    `json:"spf"`  // pyspf
 	DMARC DMARCAnswer  `json:"dmarc"`
 	IPRev IPRevAnswer  `json:"iprev"` // RFC 8601 §2.7.3 with dnspython
+	// Header is python3-authres's reading of Question.AR.
+	Header HeaderAnswer `json:"header"`
+	Ms     int          `json:"ms"` // how long the oracles took over this question
+}
+
+// HeaderAnswer is an Authentication-Results field as python3-authres parsed it.
+type HeaderAnswer struct {
+	Error      string `json:"error"` // the parser's complaint; "" when it parsed
+	AuthServID string `json:"authserv_id"`
+	Methods    []struct {
+		Method string            `json:"method"`
+		Result string            `json:"result"`
+		Props  map[string]string `json:"props"` // "header.d" → "example.test"
+	} `json:"methods"`
 }
 
 // Verdict is a result word and the tool's reason.
@@ -93,10 +109,14 @@ func Ask(t testing.TB, dnsAddr string, timeout time.Duration, qs []Question) map
 	if err := runScript(ctx, t, "oracle.py", env, in, &out); err != nil {
 		t.Fatal(err)
 	}
+	ms := map[string]int{}
 	for _, q := range qs {
-		if _, ok := out.Results[q.ID]; !ok {
+		a, ok := out.Results[q.ID]
+		if !ok {
 			t.Fatalf("oracles gave no answer for %s", q.ID)
 		}
+		ms[q.ID] = a.Ms
 	}
+	logSlowest(t, "the oracles", ms)
 	return out.Results
 }

@@ -2,7 +2,7 @@ package testenv
 
 import (
 	"context"
-	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -81,6 +81,7 @@ func Sign(t testing.TB, dnsAddr string, jobs []SignJob) map[string][]byte {
 		Results map[string]struct {
 			Message []byte `json:"message"`
 			Error   string `json:"error"`
+			Ms      int    `json:"ms"`
 		} `json:"results"`
 	}
 	in := map[string]any{"dns": dnsAddr, "jobs": jobs}
@@ -88,6 +89,11 @@ func Sign(t testing.TB, dnsAddr string, jobs []SignJob) map[string][]byte {
 		t.Fatal(err)
 	}
 	msgs := make(map[string][]byte, len(jobs))
+	ms := map[string]int{}
+	for id, r := range out.Results {
+		ms[id] = r.Ms
+	}
+	logSlowest(t, "signing", ms)
 	var failed []string
 	for _, j := range jobs {
 		r, ok := out.Results[j.ID]
@@ -101,7 +107,7 @@ func Sign(t testing.TB, dnsAddr string, jobs []SignJob) map[string][]byte {
 		}
 	}
 	if len(failed) > 0 {
-		t.Fatalf("signing failed:\n%s", fmt.Sprint(failed))
+		t.Fatalf("signing failed:\n%s", strings.Join(failed, "\n"))
 	}
 	return msgs
 }

@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -136,6 +137,21 @@ func runScript(ctx context.Context, t testing.TB, name string, env []string, in,
 		return fmt.Errorf("python %s: decoding its answer: %v\n%s", name, err, tail(stderr.String(), 4000))
 	}
 	return nil
+}
+
+// logSlowest logs the three jobs that took longest, to keep the suite fast.
+func logSlowest(t testing.TB, what string, ms map[string]int) {
+	t.Helper()
+	ids := make([]string, 0, len(ms))
+	for id := range ms {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b string) int { return ms[b] - ms[a] })
+	var parts []string
+	for _, id := range ids[:min(3, len(ids))] {
+		parts = append(parts, fmt.Sprintf("%s %d ms", id, ms[id]))
+	}
+	t.Logf("slowest for %s: %s", what, strings.Join(parts, ", "))
 }
 
 // tail returns the last n bytes of s.

@@ -18,6 +18,8 @@
 #          pyspf's SPF result, asking its DNS queries of the same server; pct is applied as the
 #          opendmarc milter does (a draw below pct applies the policy), with the draw pinned.
 #   iprev  RFC 8601 §2.7.3 with dnspython: PTR, then A/AAAA of each name.
+#   header python3-authres parses the Authentication-Results field the package under test
+#          wrote (job "ar", when given): its authserv-id and each method's result and properties.
 import base64
 import binascii
 import ctypes
@@ -30,7 +32,9 @@ import os
 import socket
 import struct
 import sys
+import time
 
+import authres
 import dkim
 import dkim.dnsplug
 import dns.exception
@@ -80,6 +84,8 @@ def dkim_one(d, idx, dnsfunc):
         return res("temperror", "key: %s" % e)
     except (dkim.KeyFormatError, binascii.Error) as e:
         return res("permerror", "key: %s" % e)
+    except Exception as e:  # dkimpy lets dnspython's errors out, e.g. EmptyLabel for d=
+        return res("permerror", "key: dkimpy raised %s: %s" % (type(e).__name__, e))
     try:
         ok = d.verify_sig_process(sig, include_headers, sigheaders[idx], dnsfunc)
     except dkim.KeyFormatError as e:
@@ -239,6 +245,21 @@ def iprev(ip):
     return {"result": "fail", "reason": "no PTR name resolves back to %s" % ip}
 
 
+# --- Authentication-Results syntax (RFC 8601), by python3-authres -------------------------
+
+def header(field):
+    unfolded = field.replace("\r\n", "").replace("\n", "").rstrip()
+    try:
+        h = authres.AuthenticationResultsHeader.parse(unfolded)
+    except Exception as e:
+        return {"error": "%s: %s" % (type(e).__name__, e)}
+    methods = []
+    for r in h.results:
+        props = {"%s.%s" % (p.type, p.name): str(p.value) for p in r.properties}
+        methods.append({"method": r.method, "result": r.result, "props": props})
+    return {"authserv_id": h.authserv_id, "methods": methods}
+
+
 def main():
     global TIMEOUT
     req = json.load(sys.stdin)
@@ -248,12 +269,16 @@ def main():
     out = {}
     for job in req["jobs"]:
         msg = base64.b64decode(job["message"])
+        start = time.monotonic()
         r = {}
         r["dkim"] = dkim_all(msg)
         r["spf"] = spf_check(job)
         r["arc"] = arc(msg)
         r["iprev"] = iprev(job["ip"])
         r["dmarc"] = dmarc(od, job, msg, r["dkim"], r["spf"])
+        if job.get("ar"):
+            r["header"] = header(job["ar"])
+        r["ms"] = int((time.monotonic() - start) * 1000)
         out[job["id"]] = r
     json.dump({"results": out}, sys.stdout)
 

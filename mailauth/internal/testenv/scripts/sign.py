@@ -18,6 +18,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 
 import dkim
 import dkim.dnsplug
@@ -154,12 +155,14 @@ def main():
     out = {}
     for job in req["jobs"]:
         msg = base64.b64decode(job["message"])
+        start = time.monotonic()
         try:
-            for st in job["steps"]:
+            for st in job.get("steps") or []:
                 msg = step(msg, st)
             out[job["id"]] = {"message": base64.b64encode(msg).decode()}
         except Exception as e:  # reported per job: the Go side fails that case
             out[job["id"]] = {"error": "%s: %s" % (type(e).__name__, e)}
+        out[job["id"]]["ms"] = int((time.monotonic() - start) * 1000)
     json.dump({"results": out}, sys.stdout)
 
 
