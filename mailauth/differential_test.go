@@ -3,6 +3,7 @@ package mailauth_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -60,10 +61,11 @@ type row struct {
 
 // outcome is what our Verifier made of one case.
 type outcome struct {
-	v       *mailauth.Verdict
-	field   string
-	elapsed time.Duration
-	lookups int64
+	v        *mailauth.Verdict
+	streamed *mailauth.Verdict // the same message through Begin, Write in odd pieces, Close
+	field    string
+	elapsed  time.Duration
+	lookups  int64
 }
 
 func TestDifferential(t *testing.T) {
@@ -157,7 +159,19 @@ func verifyOne(c diffCase, e *caseEnv, nsAddr, hole string, msg []byte) outcome 
 		Rand: func() float64 { return e.rand }, MaxHeaderBytes: c.maxHeaderBytes}
 	start := time.Now()
 	verdict := v.Verify(context.Background(), e.conn(), msg)
-	return outcome{v: verdict, field: verdict.Field(), elapsed: time.Since(start), lookups: r.n.Load()}
+	o := outcome{v: verdict, field: verdict.Field(), elapsed: time.Since(start), lookups: r.n.Load()}
+	sv := *v
+	sv.Resolver = mailauth.NewResolver(addr)
+	chk := sv.Begin(context.Background(), e.conn())
+	for p := msg; len(p) > 0; {
+		n := min(len(p), 1021) // odd pieces: CRLFs and the header's end fall across writes
+		if _, err := chk.Write(p[:n]); err != nil {
+			break
+		}
+		p = p[n:]
+	}
+	o.streamed = chk.Close()
+	return o
 }
 
 // askOracles asks the oracles about the cases served by nsd and, at the same time, about
@@ -212,6 +226,9 @@ func compareCase(t *testing.T, c diffCase, e *caseEnv, o outcome, a testenv.Answ
 	var rows []row
 	for _, m := range methods {
 		rows = append(rows, judge(c, m, ourWords[m], oracleWords[m]))
+	}
+	if got, want := oursByMethod(o.streamed), oursByMethod(o.v); !maps.Equal(got, want) {
+		t.Errorf("%s: streamed verdict %v differs from buffered %v", c.name, got, want)
 	}
 	if c.maxLookups > 0 && o.lookups > c.maxLookups {
 		t.Errorf("%s: our Verifier made %d lookups, the case allows %d", c.name, o.lookups, c.maxLookups)

@@ -109,11 +109,15 @@ func NeedPython(t testing.TB) string {
 	return DebianPython
 }
 
-// runScript runs the embedded Python script name under DebianPython with in as JSON on its
-// standard input and decodes its standard output, JSON, into out. env adds variables.
+// runScript runs the embedded Python script name, after scripts/common.py, under
+// DebianPython with in as JSON on its standard input and decodes its standard output, JSON, into out. env adds variables.
 func runScript(ctx context.Context, t testing.TB, name string, env []string, in, out any) error {
 	t.Helper()
 	py := NeedPython(t)
+	common, err := scripts.ReadFile("scripts/common.py")
+	if err != nil {
+		return err
+	}
 	src, err := scripts.ReadFile("scripts/" + name)
 	if err != nil {
 		return err
@@ -122,7 +126,7 @@ func runScript(ctx context.Context, t testing.TB, name string, env []string, in,
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, py, "-c", string(src))
+	cmd := exec.CommandContext(ctx, py, "-c", string(common)+"\n"+string(src))
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = bytes.NewReader(input)
 	var stdout, stderr bytes.Buffer

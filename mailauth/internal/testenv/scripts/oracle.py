@@ -45,18 +45,6 @@ import spf
 TIMEOUT = 5.0
 
 
-def use_dns(addr, lifetime):
-    """Points dnspython's default resolver, which pyspf and dkimpy's get_txt use, at addr."""
-    host, port = addr.rsplit(":", 1)
-    r = dns.resolver.Resolver(configure=False)
-    r.nameservers = [host]
-    r.port = int(port)
-    r.timeout = lifetime
-    r.lifetime = lifetime
-    dns.resolver.default_resolver = r
-    return host, int(port)
-
-
 def sigfields(d):
     f = d.signature_fields or {}
     return {k: (f.get(t) or b"").decode("ascii", "replace") for k, t in

@@ -25,16 +25,6 @@ import dkim.dnsplug
 import dns.resolver
 
 
-def use_dns(addr, lifetime):
-    host, port = addr.rsplit(":", 1)
-    r = dns.resolver.Resolver(configure=False)
-    r.nameservers = [host]
-    r.port = int(port)
-    r.timeout = lifetime
-    r.lifetime = lifetime
-    dns.resolver.default_resolver = r
-
-
 def b(s):
     return s.encode() if isinstance(s, str) else s
 
