@@ -1,0 +1,131 @@
+package mailauth
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+)
+
+// Bad input gets a verdict, never a panic, a hang or unbounded memory.
+
+func TestHostileMessages(t *testing.T) {
+	z := startZoneServer(t)
+	z.txt("example.test", "v=spf1 include:loop.example.test -all")
+	z.txt("loop.example.test", "v=spf1 include:example.test -all") // recursive includes
+	z.txt("sel._domainkey.example.test", "v=DKIM1; p=%%%not base64")
+	z.txt("_dmarc.example.test", "v=DMARC1; p=reject")
+	v := &Verifier{Resolver: &DNSClient{Server: z.Addr, Timeout: time.Second}, AuthServID: fixtureID}
+	sig := "DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=sel; h=from; bh=AAAA; b=AAAA\r\n"
+	from := "From: a@example.test\r\n"
+	huge := "X-Big: " + strings.Repeat("x", DefaultMaxHeaderBytes) + "\r\n"
+	for _, tc := range []struct {
+		name, msg string
+		check     func(*Verdict) string
+	}{
+		{"empty message", "", dkimIs("", PermError)},
+		{"no empty line", from + "Subject: x", dkimIs("", Pass)},
+		{"truncated mid-header", sig[:40], dkimIs("permerror", PermError)},
+		{"1000 signatures", strings.Repeat(sig, 1000) + from + "\r\nbody\r\n", func(vd *Verdict) string {
+			if len(vd.DKIM) != 1000 || vd.DKIM[0].Result != PermError || vd.DKIM[999].Result != Policy || vd.DKIM[10].Result != Policy {
+				return fmt.Sprintf("%d results, first %+v, 11th %+v", len(vd.DKIM), vd.DKIM[0], vd.DKIM[10])
+			}
+			return ""
+		}},
+		{"header over the limit", sig + from + huge + "\r\nbody\r\n", func(vd *Verdict) string {
+			if vd.DKIM[0].Result != PermError || vd.DMARC.Result != PermError || !strings.Contains(vd.DMARC.Reason, "over") {
+				return vd.Field()
+			}
+			return ""
+		}},
+		{"one huge line", from + "Subject: " + strings.Repeat("y", 1<<20), dkimIs("", PermError)},
+		{"malformed tag list", strings.Replace(sig, "v=1;", "v=1; garbage;", 1) + from + "\r\n", dkimIs("permerror", Pass)},
+		{"duplicate tag", strings.Replace(sig, "v=1;", "v=1; v=1;", 1) + from + "\r\n", dkimIs("permerror", Pass)},
+		{"broken base64 b=", strings.Replace(sig, "b=AAAA", "b=!!!!", 1) + from + "\r\n", dkimIs("permerror", Pass)},
+		{"broken base64 key", sig + from + "\r\nx\r\n", dkimIs("permerror", Pass)},
+		{"control characters", "From: a@example.test\x00\x01\r\nSubject: \xff\xfe\r\n\r\n\x00body", dkimIs("", PermError)},
+		{"bare LF message", "From: a@example.test\nDKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=sel; h=from; bh=AAAA; b=AAAA\n\nbody\n", dkimIs("permerror", Pass)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vd := v.Verify(t.Context(), conn(), []byte(tc.msg))
+			if vd.SPF.Result != PermError {
+				t.Errorf("spf %s (%s), want permerror for the include loop", vd.SPF.Result, vd.SPF.Reason)
+			}
+			if msg := tc.check(vd); msg != "" {
+				t.Error(msg)
+			}
+			checkFieldShape(t, vd.Field())
+		})
+	}
+}
+
+// dkimIs checks the DKIM results (comma-separated; "" none) and the DMARC result.
+// With SPF permerror, DMARC can only pass through DKIM.
+func dkimIs(want string, dmarc Result) func(*Verdict) string {
+	return func(vd *Verdict) string {
+		if got := dkimWordList(vd.DKIM); got != want {
+			return fmt.Sprintf("dkim %q, want %q: %+v", got, want, vd.DKIM)
+		}
+		if dmarc == Pass { // the From is fine: DMARC is evaluated, and fails
+			dmarc = Fail
+		}
+		if vd.DMARC.Result != dmarc {
+			return fmt.Sprintf("dmarc %s (%s), want %s", vd.DMARC.Result, vd.DMARC.Reason, dmarc)
+		}
+		return ""
+	}
+}
+
+// TestStreamingPieces: a message written in pieces of every size gets the verdict
+// it gets whole, for signed messages with DKIM and ARC.
+func TestStreamingPieces(t *testing.T) {
+	f := newFixture(t)
+	msgs := f.sign(t, testenv.SignJob{ID: "arc", Steps: []testenv.Step{
+		testenv.DKIM(f.keys.RSA2048, "rsa2048", "example.test"),
+		testenv.DKIM(f.keys.Ed25519, "ed25519", "example.test"),
+		testenv.ARC(f.keys.RSA2048, "rsa2048", "fwd.test", "hop1.fwd.test")}})
+	msg := msgs["arc"]
+	v := f.verifier()
+	whole := v.Verify(t.Context(), conn(), msg).Field()
+	if !strings.Contains(whole, "arc=pass") || strings.Count(whole, "dkim=pass") != 2 {
+		t.Fatalf("whole message:\n%s", whole)
+	}
+	for _, n := range []int{1, 2, 3, 7, 64, 1000} {
+		c := v.Begin(t.Context(), conn())
+		for b := msg; len(b) > 0; {
+			k := min(n, len(b))
+			c.Write(b[:k])
+			b = b[k:]
+		}
+		if got := c.Close().Field(); got != whole {
+			t.Errorf("pieces of %d:\n%s\nwhole:\n%s", n, got, whole)
+		}
+	}
+}
+
+// TestNoGoroutineLeft: a Check that is closed, or abandoned while its context
+// ends, leaves no goroutine behind.
+func TestNoGoroutineLeft(t *testing.T) {
+	v := offlineVerifier(t)
+	msg := []byte("DKIM-Signature: v=1; a=rsa-sha256; d=example.test; s=sel; h=from; bh=AAAA; b=AAAA\r\n" +
+		"From: a@example.test\r\n\r\n" + strings.Repeat("body\r\n", 1000))
+	before := runtime.NumGoroutine()
+	for range 20 {
+		v.Verify(t.Context(), conn(), msg)
+	}
+	ctx, cancel := contextWithTimeout(t, 10000)
+	c := v.Begin(ctx, conn())
+	c.Write(msg[:200]) // the header and part of the body; never closed
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
