@@ -183,6 +183,23 @@ func dkimCases() []diffCase {
 				e.signAs(e.keys.Ed25519, func(s *testenv.Step) { s.Canon = "simple/simple" }),
 			}, rewrap...)
 		}, want: w("spf", "neutral", "dkim", "fail,pass")},
+		{name: "subject-added-on-top", steps: func(e *caseEnv) []testenv.Step {
+			return []testenv.Step{e.signAs(e.keys.RSA2048, func(s *testenv.Step) { s.Headers = []string{"from", "subject", "date"} }),
+				{Op: "prepend", Text: "Subject: a second Subject, added on top\r\n"}}
+		}},
+		{name: "subject-oversigned-added", spf: "v=spf1 ?all", steps: func(e *caseEnv) []testenv.Step {
+			return []testenv.Step{e.signAs(e.keys.RSA2048, func(s *testenv.Step) { s.Headers = []string{"from", "subject", "subject", "date"} }),
+				{Op: "prepend", Text: "Subject: a second Subject, added on top\r\n"}}
+		}, want: w("spf", "neutral", "dkim", "fail", "dmarc", "fail/reject/reject")},
+		{name: "empty-body-simple", body: "\r\n", steps: func(e *caseEnv) []testenv.Step {
+			return []testenv.Step{e.signAs(e.keys.RSA2048, func(s *testenv.Step) { s.Canon = "simple/simple" })}
+		}},
+		{name: "empty-body-relaxed", body: "\r\n", steps: func(e *caseEnv) []testenv.Step {
+			return []testenv.Step{e.signAs(e.keys.RSA2048, func(s *testenv.Step) { s.Canon = "relaxed/relaxed" })}
+		}},
+		{name: "identity-subdomain", steps: func(e *caseEnv) []testenv.Step {
+			return []testenv.Step{e.signAs(e.keys.RSA2048, func(s *testenv.Step) { s.Identity = "alice@sub." + e.d })}
+		}},
 		{name: "third-party-signer", spf: "v=spf1 ?all", steps: func(e *caseEnv) []testenv.Step {
 			return []testenv.Step{testenv.DKIM(e.keys.RSA2048, "rsa2048", "thirdparty.test")}
 		}, want: w("spf", "neutral", "dmarc", "fail/reject/reject")},
@@ -265,6 +282,14 @@ func spfCases() []diffCase {
 		{name: "spf-mx", spf: "v=spf1 mx -all", zone: func(e *caseEnv) { e.zone.Add("@", "MX", e.x("10 mx.{D}.")) }},
 		{name: "spf-a-cidr", spf: "v=spf1 a:other.{D}/24 -all", zone: func(e *caseEnv) { e.zone.Add("other", "A", "127.0.0.250") }},
 		{name: "spf-ptr", spf: "v=spf1 ptr -all"},
+		{name: "spf-redirect-ignored-with-all", spf: "v=spf1 -all redirect=_r.{D}", zone: func(e *caseEnv) {
+			e.zone.TXT("_r", e.x("v=spf1 ip4:{IP} -all"))
+		}, want: w("spf", "fail")},
+		{name: "spf-mx-11-records", spf: "v=spf1 mx ip4:{IP} -all", zone: func(e *caseEnv) {
+			for i := 1; i <= 11; i++ {
+				e.zone.Add("@", "MX", fmt.Sprintf("%d m%d.%s.", i, i, e.d)).Add(fmt.Sprintf("m%d", i), "A", "192.0.2.1")
+			}
+		}, want: w("spf", "permerror")},
 		{name: "spf-syntax-error-before-match", spf: "v=spf1 foo:bar ip4:{IP} -all", want: w("spf", "permerror")},
 		{name: "spf-syntax-error-after-match", spf: "v=spf1 ip4:{IP} foo:bar -all", want: w("spf", "permerror")},
 		{name: "spf-exp", spf: "v=spf1 -all exp=_exp.{D}", zone: func(e *caseEnv) {
@@ -322,6 +347,15 @@ func dmarcCases() []diffCase {
 			want: w("spf", "fail", "dkim", "none", "dmarc", "fail/quarantine/none")},
 		{name: "dmarc-invalid-record", dmarc: "v=DMARC1; p=bogus", spf: spfFails, noSign: true,
 			want: w("spf", "fail", "dkim", "none", "dmarc", "none")},
+		{name: "dmarc-two-records", spf: spfFails, noSign: true, zone: func(e *caseEnv) {
+			e.zone.TXT("_dmarc", "v=DMARC1; p=quarantine")
+		}, want: w("spf", "fail", "dkim", "none", "dmarc", "none"),
+			exceptions: []exception{{method: "dmarc", oracle: "fail/reject/reject", rule: "RFC 7489 §6.6.3 wins",
+				why: "with more than one DMARC record, policy discovery ends and DMARC is not applied; OpenDMARC 1.4.2 takes the first record"}}},
+		{name: "dmarc-v-not-first", dmarc: "p=reject; v=DMARC1", spf: spfFails, noSign: true,
+			want: w("spf", "fail", "dkim", "none", "dmarc", "none"),
+			exceptions: []exception{{method: "dmarc", oracle: "fail/reject/reject", rule: "RFC 7489 §6.6.3 wins",
+				why: "records that do not start with v=DMARC1 are discarded; OpenDMARC 1.4.2 reads the tags in any order"}}},
 		{name: "dmarc-multiple-from", header: "From: Mallory <mallory@evil.test>\r\n",
 			want: w("dmarc", "permerror", "dkim", "?"),
 			exceptions: []exception{{method: "dmarc", oracle: "n/a", rule: "no oracle, RFC 7489 §6.6.1",
@@ -371,6 +405,16 @@ func arcCases() []diffCase {
 		{name: "arc-ams-body-tampered", steps: then(hops(1), tamperBody), want: w("dkim", "fail", "arc", "fail")},
 		{name: "arc-aar-tampered", steps: then(hops(1), testenv.Step{Op: "replace", Old: "; dkim=pass header.d", New: "; dkim=fail header.d"}),
 			want: w("arc", "fail")},
+		{name: "arc-seal-key-missing", steps: func(e *caseEnv) []testenv.Step {
+			h := e.hop(1)
+			h.Selector = "nokey"
+			return []testenv.Step{e.sign(e.keys.RSA2048), h}
+		}, want: w("arc", "fail")},
+		{name: "arc-rsa512", steps: func(e *caseEnv) []testenv.Step {
+			h := e.hop(1)
+			h.Key, h.Selector = e.keys.RSA512.File, "rsa512"
+			return []testenv.Step{e.sign(e.keys.RSA2048), h}
+		}, want: w("arc", "fail")},
 		{name: "arc-resealed-after-failure", steps: func(e *caseEnv) []testenv.Step {
 			return []testenv.Step{e.sign(e.keys.RSA2048), e.hop(1), tamperBody, e.hop(2)}
 		}, want: w("dkim", "fail", "arc", "fail")},
