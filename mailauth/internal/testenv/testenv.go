@@ -104,7 +104,7 @@ var pythonOnce = sync.OnceValue(func() error {
 func NeedPython(t testing.TB) string {
 	t.Helper()
 	if err := pythonOnce(); err != nil {
-		Missing(t, "Debian's python3 with python3-dkim python3-spf python3-dnspython python3-nacl python3-authres and libopendmarc2 (apt-get install python3-dkim python3-spf python3-dnspython python3-nacl python3-authres opendmarc): %v", err)
+		Missing(t, "Debian's python3 with python3-dkim python3-spf python3-dnspython python3-nacl python3-authres and libopendmarc2 (apt-get install python3-dkim python3-spf python3-dnspython python3-nacl python3-authres libopendmarc2): %v", err)
 	}
 	return DebianPython
 }
