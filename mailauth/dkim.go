@@ -2,9 +2,11 @@ package mailauth
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +37,9 @@ func collectDKIM(fields []field) []dkimSig {
 			continue
 		}
 		tags, err := parseTagList(f.value())
+		if err == nil {
+			err = checkSigTags(tags)
+		}
 		s := dkimSig{tags: tags, err: err}
 		s.res.Domain = stripFWS(tags.value("d"))
 		s.res.Selector = stripFWS(tags.value("s"))
@@ -44,6 +49,68 @@ func collectDKIM(fields []field) []dkimSig {
 		sigs = append(sigs, s)
 	}
 	return sigs
+}
+
+// checkSigTags refuses, before any lookup, a signature whose tags RFC 6376 3.5
+// says are malformed: a required tag missing, v= not 1, d= or s= not a domain
+// name (so a signature cannot choose where a key is asked for), b= or bh= not
+// base64, l=, t= or x= not a number.
+func checkSigTags(tags tagList) error {
+	for _, t := range []string{"v", "a", "b", "bh", "d", "h", "s"} {
+		if _, ok := tags.get(t); !ok {
+			return fmt.Errorf("no %s= tag", t)
+		}
+	}
+	if tags.value("v") != "1" {
+		return errors.New("v= is not 1")
+	}
+	d, s := stripFWS(tags.value("d")), stripFWS(tags.value("s"))
+	if !validDomainName(d) || !validDomainName(s) || len(keyName(s, d)) > 253 {
+		return errors.New("d= or s= is not a domain name")
+	}
+	for _, t := range []string{"b", "bh"} {
+		if _, err := base64.StdEncoding.DecodeString(stripFWS(tags.value(t))); err != nil {
+			return fmt.Errorf("%s= is not base64", t)
+		}
+	}
+	for _, t := range []string{"l", "t", "x"} {
+		if v, ok := tags.get(t); ok && !isNumber(stripFWS(v), 76) {
+			return fmt.Errorf("%s= is not a number", t)
+		}
+	}
+	return nil
+}
+
+// validDomainName reports whether s is dot-separated labels of letters, digits,
+// "-" and "_" (selectors use "_"), each of 1 to 63 octets, 253 in all.
+func validDomainName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !isAlpha(c) && !isDigit(c) && c != '-' && c != '_' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isNumber reports whether s is 1 to max digits.
+func isNumber(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func firstN(s string, n int) string {
@@ -75,15 +142,23 @@ var errDKIMDone = errors.New("mailauth: DKIM verification ended")
 // through write. The keys of the verified signatures are looked up at once. When
 // parent ends (the session is gone) the pipe breaks, so nothing waits forever.
 func startDKIM(parent, ctx context.Context, keys *txtCache, header []byte, sigs []dkimSig) *dkimRun {
+	allowed := map[string]bool{}
 	for _, s := range sigs[:min(len(sigs), MaxDKIMSignatures)] {
-		if s.err == nil && s.res.Domain != "" && s.res.Selector != "" {
-			keys.start(ctx, keyName(s.res.Selector, s.res.Domain))
+		if s.err == nil {
+			name := keyName(s.res.Selector, s.res.Domain)
+			allowed[strings.ToLower(name)] = true
+			keys.start(ctx, name)
 		}
 	}
 	pr, pw := io.Pipe()
 	d := &dkimRun{sigs: sigs, pw: pw, done: make(chan dkimOutcome, 1)}
 	opts := &dkim.VerifyOptions{
-		LookupTXT:        func(name string) ([]string, error) { return keys.get(ctx, name) },
+		LookupTXT: func(name string) ([]string, error) {
+			if !allowed[strings.ToLower(name)] { // a malformed signature: judged without DNS
+				return nil, &net.DNSError{Err: "not asked: malformed signature", Name: name, IsNotFound: true}
+			}
+			return keys.get(ctx, name)
+		},
 		MaxVerifications: MaxDKIMSignatures,
 	}
 	go func() {

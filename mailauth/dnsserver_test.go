@@ -31,15 +31,7 @@ type zoneServer struct {
 func startZoneServer(t testing.TB) *zoneServer {
 	t.Helper()
 	z := &zoneServer{rrs: map[string][]dnsmessage.Resource{}, timeout: map[string]bool{}, servfail: map[string]bool{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPTCP(t)
 	z.Addr = pc.LocalAddr().String()
 	var wg sync.WaitGroup
 	wg.Go(func() { z.serveUDP(pc) })
@@ -50,6 +42,25 @@ func startZoneServer(t testing.TB) *zoneServer {
 		wg.Wait()
 	})
 	return z
+}
+
+// listenUDPTCP listens on one free port for UDP and TCP on 127.0.0.1 (a few tries:
+// the UDP port's TCP twin may be taken).
+func listenUDPTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+	}
+	t.Fatal("no free port for UDP and TCP")
+	return nil, nil
 }
 
 func zkey(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) + "." }

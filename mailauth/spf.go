@@ -2,6 +2,7 @@ package mailauth
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 
@@ -31,12 +32,14 @@ func (v *Verifier) CheckSPF(ctx context.Context, c Connection) SPFResult {
 		res.Result, res.Reason = PermError, "no client IP address"
 		return res
 	}
-	r, err := spf.CheckHostWithSender(c.IP, helo, sender,
-		spf.WithResolver(dnsResolver{v.resolver()}),
-		spf.WithContext(ctx))
+	dr := &dnsResolver{r: v.resolver()}
+	r, err := spf.CheckHostWithSender(c.IP, helo, sender, spf.WithResolver(dr), spf.WithContext(ctx))
 	res.Result = Result(r)
 	if r != spf.Pass && err != nil {
 		res.Reason = err.Error()
+	}
+	if dr.syntaxErr != nil {
+		res.Result, res.Reason = PermError, dr.syntaxErr.Error()
 	}
 	return res
 }
@@ -51,25 +54,41 @@ func cutLastAt(addr string) (local, domain string, ok bool) {
 }
 
 // dnsResolver gives the SPF library the Resolver's answers with every error a bare
-// *net.DNSError, which is how it tells none from temperror.
-type dnsResolver struct{ r Resolver }
+// *net.DNSError, which is how it tells none from temperror. It also checks the
+// syntax of each SPF record the evaluation fetches (spfSyntax). The SPF library
+// asks one lookup at a time.
+type dnsResolver struct {
+	r         Resolver
+	syntaxErr error // the first malformed SPF record fetched
+}
 
-func (d dnsResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+func (d *dnsResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	txts, err := d.r.LookupTXT(ctx, name)
+	var spfs []string
+	for _, t := range txts {
+		if isSPFRecord(t) {
+			spfs = append(spfs, t)
+		}
+	}
+	if len(spfs) == 1 && d.syntaxErr == nil {
+		if serr := spfSyntax(spfs[0]); serr != nil {
+			d.syntaxErr = fmt.Errorf("SPF record of %s: %w", strings.TrimSuffix(name, "."), serr)
+		}
+	}
 	return txts, dnsError(ctx, name, err)
 }
 
-func (d dnsResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+func (d *dnsResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 	mxs, err := d.r.LookupMX(ctx, name)
 	return mxs, dnsError(ctx, name, err)
 }
 
-func (d dnsResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+func (d *dnsResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
 	addrs, err := d.r.LookupIPAddr(ctx, host)
 	return addrs, dnsError(ctx, host, err)
 }
 
-func (d dnsResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+func (d *dnsResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 	names, err := d.r.LookupAddr(ctx, addr)
 	return names, dnsError(ctx, addr, err)
 }
