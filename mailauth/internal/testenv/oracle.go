@@ -98,8 +98,10 @@ func Ask(t testing.TB, dnsAddr string, timeout time.Duration, qs []Question) map
 		t.Fatal(err)
 	}
 	secs := strconv.FormatFloat(timeout.Seconds(), 'f', -1, 64)
-	// glibc's resolver, which libopendmarc uses, reads RES_OPTIONS.
-	env := []string{"RES_OPTIONS=timeout:" + strconv.Itoa(max(1, int(timeout.Seconds()))) + " attempts:1"}
+	// glibc's resolver, which libopendmarc uses, reads RES_OPTIONS: one-second tries, as
+	// many as fit in timeout (glibc allows 5).
+	tries := min(5, max(1, int(timeout.Seconds())))
+	env := []string{"RES_OPTIONS=timeout:1 attempts:" + strconv.Itoa(tries)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out struct {

@@ -102,7 +102,7 @@ def arc(msg):
 
 def spf_check(job):
     res, exp = spf.check2(i=job["ip"], s=job["mailfrom"], h=job["helo"], timeout=TIMEOUT,
-                          querytime=TIMEOUT)
+                          querytime=0)
     ident = "mailfrom" if job["mailfrom"] else "helo"
     dom = job["mailfrom"].rpartition("@")[2] if job["mailfrom"] else job["helo"]
     return {"result": res, "reason": exp, "identity": ident, "domain": dom.lower()}
