@@ -1,6 +1,7 @@
 package mailauth
 
 import (
+	"bytes"
 	"io"
 	"strings"
 )
@@ -52,52 +53,87 @@ type bodyCanon struct {
 	empties  int  // empty lines held back: they count only if content follows
 	content  bool // the current line has content
 	space    bool // relaxed: WSP held back, written as one SP if content follows
-	cr       bool // a CR that may start a CRLF
+	cr       bool // the last piece ended in a CR that may start a CRLF
 	anything bool // any line has been written
 	buf      []byte
 }
 
+// The canonical bytes written other than the body's own.
+var (
+	crlf = []byte("\r\n")
+	sp   = []byte(" ")
+)
+
 func newBodyCanon(w io.Writer, relaxed bool, limit int64) *bodyCanon {
-	return &bodyCanon{w: w, relaxed: relaxed, limit: limit, buf: make([]byte, 0, 4096)}
+	return &bodyCanon{w: w, relaxed: relaxed, limit: limit, buf: make([]byte, 0, 8192)}
 }
 
-// Write canonicalizes p; it never fails.
+// Write canonicalizes p, a line at a time; it never fails.
 func (c *bodyCanon) Write(p []byte) (int, error) {
-	for _, ch := range p {
+	n := len(p)
+	for len(p) > 0 {
 		if c.cr {
 			c.cr = false
-			if ch == '\n' {
+			if p[0] == '\n' {
 				c.endLine()
+				p = p[1:]
 				continue
 			}
-			c.char('\r')
+			c.text(crlf[:1])
 		}
-		switch {
-		case ch == '\r':
-			c.cr = true
-		case ch == '\n':
-			c.endLine()
-		case c.relaxed && (ch == ' ' || ch == '\t'):
-			c.space = true
-		default:
-			c.char(ch)
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if p[len(p)-1] == '\r' {
+				c.cr, p = true, p[:len(p)-1]
+			}
+			c.segment(p)
+			break
 		}
+		c.segment(bytes.TrimSuffix(p[:i], crlf[:1]))
+		c.endLine()
+		p = p[i+1:]
 	}
 	c.flush()
-	return len(p), nil
+	return n, nil
 }
 
-// char writes one content byte, with the empty lines and the space held back
-// before it.
-func (c *bodyCanon) char(ch byte) {
+// segment takes part of a line: as it is (simple), or with each run of WSP made
+// one space, held back until content follows (relaxed).
+func (c *bodyCanon) segment(seg []byte) {
+	if !c.relaxed {
+		c.text(seg)
+		return
+	}
+	for len(seg) > 0 {
+		j := 0
+		for j < len(seg) && seg[j] != ' ' && seg[j] != '\t' {
+			j++
+		}
+		c.text(seg[:j])
+		seg = seg[j:]
+		k := 0
+		for k < len(seg) && (seg[k] == ' ' || seg[k] == '\t') {
+			k++
+		}
+		if k > 0 {
+			c.space, seg = true, seg[k:]
+		}
+	}
+}
+
+// text writes content, with the empty lines and the space held back before it.
+func (c *bodyCanon) text(b []byte) {
+	if len(b) == 0 {
+		return
+	}
 	for ; c.empties > 0; c.empties-- {
-		c.emit('\r', '\n')
+		c.emit(crlf)
 	}
 	if c.space {
-		c.emit(' ')
+		c.emit(sp)
 		c.space = false
 	}
-	c.emit(ch)
+	c.emit(b)
 	c.content = true
 }
 
@@ -107,7 +143,7 @@ func (c *bodyCanon) endLine() {
 		c.empties++
 		return
 	}
-	c.emit('\r', '\n')
+	c.emit(crlf)
 	c.content = false
 	c.anything = true
 }
@@ -116,29 +152,32 @@ func (c *bodyCanon) endLine() {
 func (c *bodyCanon) Close() error {
 	if c.cr {
 		c.cr = false
-		c.char('\r')
+		c.text(crlf[:1])
 	}
 	if c.content {
 		c.endLine()
 	}
 	if !c.relaxed && !c.anything {
-		c.emit('\r', '\n')
+		c.emit(crlf)
 	}
 	c.flush()
 	return nil
 }
 
-func (c *bodyCanon) emit(bs ...byte) {
-	for _, b := range bs {
-		if c.limit >= 0 && c.written >= c.limit {
-			return
-		}
-		c.buf = append(c.buf, b)
-		c.written++
+// emit writes canonical bytes, up to the limit, through the buffer.
+func (c *bodyCanon) emit(b []byte) {
+	if c.limit >= 0 {
+		b = b[:min(int64(len(b)), max(c.limit-c.written, 0))]
 	}
-	if len(c.buf) >= cap(c.buf)-2 {
+	c.written += int64(len(b))
+	if len(c.buf)+len(b) > cap(c.buf) {
 		c.flush()
 	}
+	if len(b) >= cap(c.buf) {
+		c.w.Write(b)
+		return
+	}
+	c.buf = append(c.buf, b...)
 }
 
 func (c *bodyCanon) flush() {

@@ -171,13 +171,19 @@ func startDKIM(parent, ctx context.Context, keys *txtCache, header []byte, sigs 
 	return d
 }
 
+// dkimChunk bounds one write to go-msgauth: its canonicalizers allocate about
+// twice what they are given at once, so a whole message written in one piece would
+// cost twice its size in one go.
+const dkimChunk = 32 << 10
+
 // write feeds body bytes; once go-msgauth stopped reading, they are dropped.
 func (d *dkimRun) write(p []byte) {
-	if d == nil || d.broken {
-		return
-	}
-	if _, err := d.pw.Write(p); err != nil {
-		d.broken = true
+	for d != nil && !d.broken && len(p) > 0 {
+		n := min(len(p), dkimChunk)
+		if _, err := d.pw.Write(p[:n]); err != nil {
+			d.broken = true
+		}
+		p = p[n:]
 	}
 }
 
