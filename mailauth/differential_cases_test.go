@@ -359,10 +359,10 @@ func dmarcCases() []diffCase {
 		{name: "dmarc-multiple-from", header: "From: Mallory <mallory@evil.test>\r\n",
 			want: w("dmarc", "permerror", "dkim", "?"),
 			exceptions: []exception{{method: "dmarc", oracle: "n/a", rule: "no oracle, RFC 7489 §6.6.1",
-				why: "no oracle (libopendmarc takes one From domain); RFC 5322 §3.6 allows one From field, RFC 7489 lets the receiver refuse such a message"}}},
+				why: "libopendmarc takes one From domain; RFC 5322 §3.6 allows one From field, RFC 7489 lets the receiver refuse such a message"}}},
 		{name: "dmarc-no-from", from: "-", noSign: true, want: w("dmarc", "permerror", "dkim", "none"),
 			exceptions: []exception{{method: "dmarc", oracle: "n/a", rule: "no oracle, RFC 7489 §6.6.1",
-				why: "no oracle (no From domain to give libopendmarc); RFC 5322 §3.6 requires a From field"}}},
+				why: "there is no From domain to give libopendmarc; RFC 5322 §3.6 requires a From field"}}},
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -288,51 +287,6 @@ func judge(c diffCase, m, ours, oracle string) row {
 	}
 	return r
 }
-
-// report logs the table and its counts and writes it to $MAILAUTH_TABLE.
-func report(t *testing.T, rows []row) {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("| case | method | ours | oracle | verdict |\n|---|---|---|---|---|\n")
-	counts := map[string][3]int{} // oracle → agree, exception, disagree
-	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.Case, r.Method, cell(r.Ours), cell(r.Oracle), cell(r.Verdict))
-		k := counts[oracleName[r.Method]]
-		switch {
-		case !r.OK:
-			k[2]++
-		case r.Verdict == "agree":
-			k[0]++
-		default:
-			k[1]++
-		}
-		counts[oracleName[r.Method]] = k
-	}
-	b.WriteString("\n| oracle | agree | justified exception | disagree |\n|---|---|---|---|\n")
-	names := make([]string, 0, len(counts))
-	for n := range counts {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		k := counts[n]
-		fmt.Fprintf(&b, "| %s | %d | %d | %d |\n", n, k[0], k[1], k[2])
-	}
-	t.Log("\n" + b.String())
-	if path := os.Getenv("MAILAUTH_TABLE"); path != "" {
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			t.Error(err)
-		}
-	}
-}
-
-var oracleName = map[string]string{
-	"spf": "pyspf (SPF)", "dkim": "dkimpy (DKIM)", "arc": "dkimpy (ARC)",
-	"dmarc": "OpenDMARC (DMARC)", "iprev": "dnspython RFC 8601 check (iprev)",
-	"header": "python3-authres (A-R syntax)",
-}
-
-func cell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 
 // oursByMethod renders our verdict in the table's words.
 func oursByMethod(v *mailauth.Verdict) map[string]string {
