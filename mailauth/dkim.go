@@ -122,13 +122,14 @@ func firstN(s string, n int) string {
 
 // dkimRun is go-msgauth's verification of a message being fed to it through a pipe
 // as it arrives: its Verify reads the header, looks the keys up (through our
-// cache, under the header's context), then hashes the body as it comes.
+// cache, under the header's context), then hashes the body as it comes. The body
+// waits in a queuedWriter meanwhile.
 type dkimRun struct {
-	sigs   []dkimSig
-	pw     *io.PipeWriter
-	broken bool // go-msgauth stopped reading: the rest is not fed
-	done   chan dkimOutcome
-	stop   func() bool
+	sigs []dkimSig
+	pw   *io.PipeWriter
+	in   *queuedWriter
+	done chan dkimOutcome
+	stop func() bool
 }
 
 type dkimOutcome struct {
@@ -139,8 +140,9 @@ type dkimOutcome struct {
 var errDKIMDone = errors.New("mailauth: DKIM verification ended")
 
 // startDKIM starts verifying sigs, feeding go-msgauth the header; the body follows
-// through write. The keys of the verified signatures are looked up at once. When
-// parent ends (the session is gone) the pipe breaks, so nothing waits forever.
+// through write. The keys of the verified signatures are looked up at once; a
+// malformed signature's key is not looked up at all. When parent ends (the
+// session is gone) the pipe breaks, so nothing waits forever.
 func startDKIM(parent, ctx context.Context, keys *txtCache, header []byte, sigs []dkimSig) *dkimRun {
 	allowed := map[string]bool{}
 	for _, s := range sigs[:min(len(sigs), MaxDKIMSignatures)] {
@@ -151,7 +153,7 @@ func startDKIM(parent, ctx context.Context, keys *txtCache, header []byte, sigs 
 		}
 	}
 	pr, pw := io.Pipe()
-	d := &dkimRun{sigs: sigs, pw: pw, done: make(chan dkimOutcome, 1)}
+	d := &dkimRun{sigs: sigs, pw: pw, in: newQueuedWriter(parent, pw), done: make(chan dkimOutcome, 1)}
 	opts := &dkim.VerifyOptions{
 		LookupTXT: func(name string) ([]string, error) {
 			if !allowed[strings.ToLower(name)] { // a malformed signature: judged without DNS
@@ -171,24 +173,16 @@ func startDKIM(parent, ctx context.Context, keys *txtCache, header []byte, sigs 
 	return d
 }
 
-// dkimChunk bounds one write to go-msgauth: its canonicalizers allocate about
-// twice what they are given at once, so a whole message written in one piece would
-// cost twice its size in one go.
-const dkimChunk = 32 << 10
-
-// write feeds body bytes; once go-msgauth stopped reading, they are dropped.
+// write queues body bytes for go-msgauth.
 func (d *dkimRun) write(p []byte) {
-	for d != nil && !d.broken && len(p) > 0 {
-		n := min(len(p), dkimChunk)
-		if _, err := d.pw.Write(p[:n]); err != nil {
-			d.broken = true
-		}
-		p = p[n:]
+	if d != nil {
+		d.in.Write(p)
 	}
 }
 
 // finish ends the body and returns one result per signature.
 func (d *dkimRun) finish(ctx context.Context, keys *txtCache, now time.Time) []DKIMResult {
+	d.in.Close()
 	d.pw.Close()
 	out := <-d.done
 	d.stop()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
 )
@@ -23,14 +24,16 @@ type zoneServer struct {
 	rrs      map[string][]dnsmessage.Resource // by lowercase rooted name
 	timeout  map[string]bool                  // names never answered
 	servfail map[string]bool
-	truncate bool // every UDP answer with records comes truncated: TCP needed
-	spoof    bool // each UDP answer is preceded by one with another ID
+	delay    map[string]time.Duration // names answered late
+	truncate bool                     // every UDP answer with records comes truncated: TCP needed
+	spoof    bool                     // each UDP answer is preceded by one with another ID
 	queries  int
 }
 
 func startZoneServer(t testing.TB) *zoneServer {
 	t.Helper()
-	z := &zoneServer{rrs: map[string][]dnsmessage.Resource{}, timeout: map[string]bool{}, servfail: map[string]bool{}}
+	z := &zoneServer{rrs: map[string][]dnsmessage.Resource{}, timeout: map[string]bool{}, servfail: map[string]bool{},
+		delay: map[string]time.Duration{}}
 	pc, ln := listenUDPTCP(t)
 	z.Addr = pc.LocalAddr().String()
 	var wg sync.WaitGroup
@@ -120,6 +123,27 @@ func (z *zoneServer) setTimeout(name string) {
 	z.timeout[zkey(name)] = true
 	z.mu.Unlock()
 }
+func (z *zoneServer) setDelay(name string, d time.Duration) {
+	z.mu.Lock()
+	z.delay[zkey(name)] = d
+	z.mu.Unlock()
+}
+
+// delayOf is how late the answer to query b comes.
+func (z *zoneServer) delayOf(b []byte) time.Duration {
+	var p dnsmessage.Parser
+	if _, err := p.Start(b); err != nil {
+		return 0
+	}
+	q, err := p.Question()
+	if err != nil {
+		return 0
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.delay[strings.ToLower(q.Name.String())]
+}
+
 func (z *zoneServer) setServfail(name string) {
 	z.mu.Lock()
 	z.servfail[zkey(name)] = true
@@ -138,6 +162,10 @@ func (z *zoneServer) serveUDP(pc net.PacketConn) {
 		z.mu.Unlock()
 		resp, ok := z.answer(buf[:n], true)
 		if !ok {
+			continue
+		}
+		if d := z.delayOf(buf[:n]); d > 0 {
+			time.AfterFunc(d, func() { pc.WriteTo(resp, addr) })
 			continue
 		}
 		if spoof {

@@ -1,12 +1,16 @@
 package mailauth
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/midismtp/smtpd/mailauth/internal/testenv"
 )
 
@@ -127,5 +131,32 @@ func TestNoGoroutineLeft(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<16)
 		t.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestWriteDoesNotWaitForDNS: while a DKIM key is looked up (here 1 s late), the
+// body is taken at once, up to queueBytes; the verdict comes when the key does.
+func TestWriteDoesNotWaitForDNS(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	z := startZoneServer(t)
+	z.txt("slow._domainkey.example.test", "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey)))
+	z.setDelay("slow._domainkey.example.test", time.Second)
+	var signed bytes.Buffer
+	body := strings.Repeat("a line of the body\r\n", (queueBytes-64<<10)/20)
+	err := dkim.Sign(&signed, strings.NewReader("From: a@example.test\r\n\r\n"+body),
+		&dkim.SignOptions{Domain: "example.test", Selector: "slow", Signer: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &Verifier{Resolver: NewResolver(z.Addr), AuthServID: fixtureID}
+	c := v.Begin(t.Context(), conn())
+	start := time.Now()
+	c.Write(signed.Bytes())
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("Write of %d bytes took %v: it waited for the key", signed.Len(), d)
+	}
+	vd := c.Close()
+	if time.Since(start) < time.Second || vd.DKIM[0].Result != Pass {
+		t.Errorf("after %v: %s", time.Since(start), vd.Field())
 	}
 }

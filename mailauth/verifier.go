@@ -138,8 +138,9 @@ func (v *Verifier) Begin(ctx context.Context, c Connection) *Check {
 }
 
 // Write takes the next bytes of the message. It never fails, so that it can sit
-// in an io.TeeReader or io.MultiWriter. While a DKIM key is being looked up, the
-// first body bytes wait for it (at most Timeout).
+// in an io.TeeReader or io.MultiWriter. While DKIM keys are being looked up, up to
+// 288 KiB of the body wait in memory; past that, Write waits for the keys (at most
+// Timeout).
 func (c *Check) Write(p []byte) (int, error) {
 	n := len(p)
 	if c.verdict != nil {
