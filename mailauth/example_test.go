@@ -71,6 +71,20 @@ func send(addr, from, msg string) {
 	fmt.Println("end of data:", w.Close())
 }
 
+// sendBoth runs a server with h on a free loopback port and sends it a message
+// signed by example.org, then a spoofed one.
+func sendBoth(h smtpd.Handler) {
+	srv := &smtpd.Server{Handler: h, Hosts: "127.0.0.1", Ports: "0", Logger: slog.New(slog.DiscardHandler)}
+	if err := srv.Start(); err != nil {
+		fmt.Println("start:", err)
+		return
+	}
+	defer srv.Close()
+	addr := srv.Addrs()[0].String()
+	send(addr, "alice@example.org", signed(goodMessage, "example.org"))
+	send(addr, "mallory@bounces.example.com", forgedAR+spoofMessage)
+}
+
 const (
 	goodMessage  = "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: hello\r\n\r\nHi Bob.\r\n"
 	forgedAR     = "Authentication-Results: mx.example.net; dkim=pass; dmarc=pass\r\n"
@@ -84,16 +98,7 @@ const (
 // (The Resolver here answers from memory; a program uses NewResolver or nil.)
 func ExampleVerifier_Verify() {
 	v := &mailauth.Verifier{Resolver: exampleDNS(), AuthServID: "mx.example.net"}
-	srv := &smtpd.Server{Handler: bufferedReceiver{v: v}, Hosts: "127.0.0.1", Ports: "0",
-		Logger: slog.New(slog.DiscardHandler)}
-	if err := srv.Start(); err != nil {
-		fmt.Println("start:", err)
-		return
-	}
-	defer srv.Close()
-	addr := srv.Addrs()[0].String()
-	send(addr, "alice@example.org", signed(goodMessage, "example.org"))
-	send(addr, "mallory@bounces.example.com", forgedAR+spoofMessage)
+	sendBoth(bufferedReceiver{v: v})
 	// Output:
 	// spf=pass dkim=pass dmarc=pass arc=none iprev=pass
 	// stored "Authentication-Results: mx.example.net;"...
@@ -107,16 +112,7 @@ func ExampleVerifier_Verify() {
 // io.EOF, so the reply can still refuse the message.
 func ExampleVerifier_NewReader() {
 	v := &mailauth.Verifier{Resolver: exampleDNS(), AuthServID: "mx.example.net"}
-	srv := &smtpd.Server{Handler: streamingReceiver{v: v}, Hosts: "127.0.0.1", Ports: "0",
-		Logger: slog.New(slog.DiscardHandler)}
-	if err := srv.Start(); err != nil {
-		fmt.Println("start:", err)
-		return
-	}
-	defer srv.Close()
-	addr := srv.Addrs()[0].String()
-	send(addr, "alice@example.org", signed(goodMessage, "example.org"))
-	send(addr, "mallory@bounces.example.com", forgedAR+spoofMessage)
+	sendBoth(streamingReceiver{v: v})
 	// Output:
 	// spf=pass dkim=pass dmarc=pass arc=none iprev=pass
 	// stored 357 bytes, to prepend "Authentication-Results: mx.example.net;"...
