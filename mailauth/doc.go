@@ -12,7 +12,8 @@
 //     suffix list (golang.org/x/net/publicsuffix), relaxed and strict alignment,
 //     p=, sp= and pct=;
 //   - ARC, RFC 8617: chain validation (cv=none, pass or fail) over at most 50
-//     sets, with the canonicalization of RFC 6376 3.4 written in this package;
+//     sets, with the canonicalization of RFC 6376 3.4 written in this package,
+//     and sealing (Sealer) for a server that forwards;
 //   - iprev, RFC 8601 section 3;
 //   - the Authentication-Results field of RFC 8601, and the removal of incoming
 //     fields that claim our authserv-id (RFC 8601 section 5).
