@@ -208,7 +208,8 @@ var notVerified = fmt.Sprintf("not verified: only the first %d signatures are", 
 // judgeDKIM turns go-msgauth's verdict on one signature into a result. RFC 8301
 // refusals (rsa-sha1, RSA keys under 1024 bits) and l= are Policy: go-msgauth
 // reports them as plain failures, so they are told by the signature's a= and l=
-// and by the key. x= is also checked against now (Verifier.Now).
+// and by the key. t= and x= are also checked against now (Verifier.Now); go-msgauth
+// checks x= against the system clock.
 func judgeDKIM(ctx context.Context, keys *txtCache, s dkimSig, err error, now time.Time) (Result, string) {
 	if s.err != nil {
 		return PermError, "signature: " + s.err.Error()
@@ -216,10 +217,8 @@ func judgeDKIM(ctx context.Context, keys *txtCache, s dkimSig, err error, now ti
 	if _, sha1 := strings.CutSuffix(s.res.Algorithm, "-sha1"); sha1 {
 		return Policy, "rsa-sha1 refused (RFC 8301)"
 	}
-	if x, ok := s.tags.get("x"); ok {
-		if sec, perr := strconv.ParseInt(stripFWS(x), 10, 64); perr == nil && now.Unix() > sec {
-			return PermError, "signature expired"
-		}
+	if reason := checkSigTimes(s.tags, now); reason != "" {
+		return PermError, reason
 	}
 	if err == nil {
 		return Pass, ""
@@ -239,6 +238,35 @@ func judgeDKIM(ctx context.Context, keys *txtCache, s dkimSig, err error, now ti
 	default:
 		return Fail, reason
 	}
+}
+
+// clockSkew is how far in the future a t= may be (a signer's clock running
+// fast), as dkimpy allows.
+const clockSkew = 10 * time.Hour
+
+// checkSigTimes checks t= and x= against now (RFC 6376 3.5): expired, signed
+// in the future (past clockSkew), or expiring before it was signed.
+func checkSigTimes(tags tagList, now time.Time) string {
+	t, hasT := sigTime(tags, "t")
+	x, hasX := sigTime(tags, "x")
+	switch {
+	case hasX && now.Unix() > x:
+		return "signature expired"
+	case hasT && t > now.Add(clockSkew).Unix():
+		return "t= is in the future"
+	case hasT && hasX && x < t:
+		return "x= is before t="
+	}
+	return ""
+}
+
+func sigTime(tags tagList, name string) (int64, bool) {
+	v, ok := tags.get(name)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(stripFWS(v), 10, 64)
+	return n, err == nil
 }
 
 // refuseDKIM gives every signature the same result, for a message whose DKIM

@@ -160,3 +160,21 @@ func TestWriteDoesNotWaitForDNS(t *testing.T) {
 		t.Errorf("after %v: %s", time.Since(start), vd.Field())
 	}
 }
+
+func TestSigTimes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct{ tags, want string }{
+		{"t=1799999000; x=1800000100", ""},
+		{"x=1799999999", "expired"},
+		{"t=1800030000", ""}, // within the 10 hours a fast clock may be ahead
+		{"t=1800040000", "future"},
+		{"t=1799999000; x=1799998000", "expired"},
+		{"t=1800000500; x=1800000400", "before"},
+		{"", ""},
+	} {
+		tags, _ := parseTagList(tc.tags)
+		if got := checkSigTimes(tags, now); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("%q: %q, want %q", tc.tags, got, tc.want)
+		}
+	}
+}

@@ -95,7 +95,6 @@ func (v *Verifier) Verify(ctx context.Context, c Connection, msg []byte) *Verdic
 // use: one goroutine writes the message and then calls Close.
 type Check struct {
 	v      *Verifier
-	conn   Connection
 	parent context.Context
 	id     string
 
@@ -124,12 +123,12 @@ type Check struct {
 
 // Begin starts checking a message that arrives in pieces (the streaming path):
 // write every byte of the message to the Check, then Close it. Memory stays
-// bounded whatever the size: the header section up to MaxHeaderBytes, the body not
-// at all. The SPF and iprev lookups start at once, the DKIM, ARC and DMARC ones
+// bounded whatever the size: the header section up to MaxHeaderBytes, and of the
+// body at most 288 KiB waiting for DKIM keys. The SPF and iprev lookups start at once, the DKIM, ARC and DMARC ones
 // when the header section has ended; each group has Timeout to answer. Close must
 // be called (ctx's end also releases what the Check holds).
 func (v *Verifier) Begin(ctx context.Context, c Connection) *Check {
-	ch := &Check{v: v, conn: c, parent: ctx, id: v.authServID(),
+	ch := &Check{v: v, parent: ctx, id: v.authServID(),
 		spfDone: make(chan SPFResult, 1), iprevDone: make(chan IPRevResult, 1)}
 	ch.envCtx, ch.envCancel = context.WithTimeout(ctx, v.timeout())
 	go func() { ch.spfDone <- v.CheckSPF(ch.envCtx, c) }()
