@@ -74,7 +74,7 @@ func send(addr, from, msg string) {
 // sendBoth runs a server with h on a free loopback port and sends it a message
 // signed by example.org, then a spoofed one.
 func sendBoth(h smtpd.Handler) {
-	srv := &smtpd.Server{Handler: h, Hosts: "127.0.0.1", Ports: "0", Logger: slog.New(slog.DiscardHandler)}
+	srv := &smtpd.Server{Handler: h, Hosts: "127.0.0.1", Ports: "0", EnhancedStatusCodes: true, Logger: slog.New(slog.DiscardHandler)}
 	if err := srv.Start(); err != nil {
 		fmt.Println("start:", err)
 		return
