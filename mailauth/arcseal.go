@@ -28,11 +28,16 @@ var defaultSealHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Messag
 // Sealer adds an ARC set to messages. Its zero value is not usable: set Domain,
 // Selector and Signer.
 type Sealer struct {
-	Domain   string        // d=: where the key is published
-	Selector string        // s=
-	Signer   crypto.Signer // *rsa.PrivateKey (rsa-sha256, 1024 bits or more) or ed25519.PrivateKey (ed25519-sha256)
-	Headers  []string      // fields the ARC-Message-Signature signs when present; nil: From, To, Cc, Subject, Date, Message-ID, Reply-To, In-Reply-To, References, MIME-Version, Content-Type, Content-Transfer-Encoding, DKIM-Signature, List-Id, List-Unsubscribe
-	Now      func() time.Time
+	Domain   string           // d=: where the key is published
+	Selector string           // s=
+	Signer   crypto.Signer    // *rsa.PrivateKey (rsa-sha256, 1024 bits or more) or ed25519.PrivateKey (ed25519-sha256)
+	Now      func() time.Time // nil: time.Now (t=)
+
+	// Headers are the fields the ARC-Message-Signature signs when present; nil:
+	// From, To, Cc, Subject, Date, Message-ID, Reply-To, In-Reply-To, References,
+	// MIME-Version, Content-Type, Content-Transfer-Encoding, DKIM-Signature,
+	// List-Id, List-Unsubscribe.
+	Headers []string
 }
 
 var errChainFailed = errors.New("mailauth: the ARC chain has already failed (cv=fail): no set is added")
