@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/midismtp/smtpd/mailauth"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // w builds a want map from method, verdict pairs.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/midismtp/smtpd/mailauth"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // diffCase is one row group of the differential table. Its domain is name+".test", served

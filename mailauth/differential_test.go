@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/midismtp/smtpd/mailauth"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // The differential table: every case's records are served by a private nsd, its message is

@@ -12,8 +12,11 @@ require (
 
 require (
 	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
+	github.com/midismtp/smtpd/internal/testenv v0.0.0
 	golang.org/x/crypto v0.59.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 )
 
 replace github.com/midismtp/smtpd => ../
+
+replace github.com/midismtp/smtpd/internal/testenv => ../internal/testenv
