@@ -61,7 +61,7 @@ type conn struct {
 	junk         int      // junk commands since the last delivered message (MaxJunkCommands)
 	overshoot    int      // RCPTs of this transaction refused past MaxRecipients
 	commands     int      // command lines read
-	transactions int      // MAIL FROM commands accepted: Message.ID's counter
+	transactions int      // MAIL FROM commands that reached OnMailFrom: Message.ID's counter
 	params       []string // the ESMTP parameters of the MAIL or RCPT whose hook runs
 	reserved     int      // bytes of MaxBufferedData this session holds
 	xfer         transfer // the message being received
