@@ -1,10 +1,12 @@
 # smtpd - make targets
 #
 #   make test    gofmt check, go vet, all tests with the race detector (what CI runs),
-#                the library's module and the nested modules of NESTED (examples with
-#                their own go.mod, so the library's stays small; each tested on its own,
-#                GOWORK=off: go.work is only for go run ./examples/queue); the bench
-#                tools' modules (TOOLS) are vetted and built
+#                the library's module (needs only Go) and the nested modules of NESTED
+#                (examples with their own go.mod, so the library's stays small, and
+#                interop: the tests that drive programs we did not write and run the
+#                READMEs' commands; each tested on its own, GOWORK=off: go.work is for
+#                go run in the examples); the bench tools' modules (TOOLS) are vetted
+#                and built
 #   make bench   all benchmarks, with allocations
 #   make fuzz    every fuzz target of every package, FUZZTIME each (default 20s), in turn
 #   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
@@ -22,7 +24,7 @@
 
 GO       ?= go
 FUZZTIME ?= 20s
-NESTED   ?= examples/metrics examples/queue
+NESTED   ?= examples/metrics examples/queue interop
 # modules with no tests of their own: vetted and built only (make load runs them)
 TOOLS    ?= bench/tools bench/peers/gosmtp
 
