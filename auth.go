@@ -68,6 +68,9 @@ func (c *conn) cmdAuth(args string) error {
 	a := &authAttempt{c: c, mech: mech}
 	err := a.exchange(c.newMechanism(a), initial)
 	switch {
+	case err == errAuthAborted && a.hookErr != nil:
+		c.countAuthFailure(a.authcID) // refused, then gone: still a failed guess
+		return nil
 	case err == errAuthAborted:
 		return nil
 	case err != nil:
@@ -203,15 +206,20 @@ func (c *conn) authFailed(authcID string, err error) error {
 	if se, _ := asSMTPError(err); se.Code != 535 {
 		return err
 	}
-	c.authFailures++
-	c.srv.stats.AuthFailures.Add(1)
-	c.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", c.authFailures)
+	c.countAuthFailure(authcID)
 	c.authDelay()
 	if max := c.cfg.maxAuthFailures; max > 0 && c.authFailures >= max {
 		c.srv.stats.limit(&c.srv.stats.MaxAuthFailures)
 		return fmt.Errorf("%d failed AUTH attempts: %w", c.authFailures, errAuthFailures)
 	}
 	return err
+}
+
+// countAuthFailure counts and logs a refused AUTH.
+func (c *conn) countAuthFailure(authcID string) {
+	c.authFailures++
+	c.srv.stats.AuthFailures.Add(1)
+	c.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", c.authFailures)
 }
 
 // authDelay holds a failed AUTH's reply back for AuthFailureDelay (less when the
