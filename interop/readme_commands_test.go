@@ -108,7 +108,6 @@ type readmeExclusion struct {
 // readmeExclusions are the commands left out. Each must match some command, so
 // that the list shrinks with the READMEs.
 var readmeExclusions = []readmeExclusion{
-	{regexp.MustCompile(`^go get `), "needs the module published"},
 	{regexp.MustCompile(`^git clone `), "cloning: the install recipe links this checkout in the clone's place"},
 	{regexp.MustCompile(`^make(\s|$)`), "the make targets themselves (make test runs this test)"},
 	{regexp.MustCompile(`^nats stream add `), "deployment recipe: the nats CLI against a three-node cluster on other machines"},
@@ -127,6 +126,7 @@ func readerEnv() []string {
 func readmeRunSource(t *testing.T, root, source string, cmds []readmeCmd, env []string) {
 	r := &readmeReader{root: root, cwd: root, env: slices.Clone(env)}
 	readmeCleanUp(t, root)
+	readmeKeepCheckout(t, root)
 	t.Cleanup(func() { r.stopAll(t) })
 	if slices.Contains(readmeOwnDir, source) {
 		r.cwd = copyDir(t, filepath.Join(root, filepath.Dir(source)))
@@ -149,6 +149,28 @@ func readmeRunSource(t *testing.T, root, source string, cmds []readmeCmd, env []
 		}
 		t.Run(readmeName(c), func(t *testing.T) { r.step(t, c) })
 	}
+}
+
+// readmeKeepCheckout fails the test when the commands change a file git tracks
+// in the checkout (a recipe run in the wrong folder: go mod edit on the library's
+// go.mod), and puts the file back.
+func readmeKeepCheckout(t *testing.T, root string) {
+	t.Helper()
+	before := trackedChanges(t, root)
+	t.Cleanup(func() {
+		for _, f := range trackedChanges(t, root) {
+			if !slices.Contains(before, f) {
+				t.Errorf("the commands changed %s, a file of the checkout; restored", f)
+				mustRun(t, root, nil, "git", "checkout", "--", f)
+			}
+		}
+	})
+}
+
+// trackedChanges lists the tracked files of the checkout that differ from git's index.
+func trackedChanges(t *testing.T, root string) []string {
+	t.Helper()
+	return strings.Fields(mustRun(t, root, nil, "git", "diff", "--name-only"))
 }
 
 // readmeName is a subtest's name for c: its line and first words.
@@ -240,7 +262,8 @@ func copyDir(t *testing.T, dir string) string {
 // installed: the first word of each of its pipeline and list parts.
 func readmeNeedTools(t *testing.T, c readmeCmd) {
 	t.Helper()
-	for _, part := range regexp.MustCompile(`\|\||&&|[|;]`).Split(c.Text, -1) {
+	text, _, _ := strings.Cut(c.Text, "\n") // a here-document's body is data, not commands
+	for _, part := range regexp.MustCompile(`\|\||&&|[|;]`).Split(text, -1) {
 		fields := strings.Fields(commandWords(part))
 		if len(fields) == 0 || slices.Contains(shellBuiltins, fields[0]) || strings.HasPrefix(fields[0], "#") {
 			continue

@@ -54,7 +54,10 @@ func (r *readmeReader) step(t *testing.T, c readmeCmd) {
 	if m := readmeCd.FindStringSubmatch(c.Text); m != nil {
 		dir := m[1]
 		if !filepath.IsAbs(dir) {
-			dir = filepath.Join(r.cwd, dir)
+			dir = filepath.Join(r.cwd, m[1])
+			if _, err := os.Stat(dir); err != nil {
+				dir = filepath.Join(r.root, m[1]) // a second terminal: it starts at the repository root
+			}
 		}
 		fi, err := os.Stat(dir)
 		require.NoError(t, err, "%s", c)
@@ -253,21 +256,24 @@ func tail(s string) string {
 }
 
 // readmeInstall runs an install recipe (cmds, one block of source) in a new
-// directory as the reader's own module: see TestReadmeCommands.
+// directory, the reader's own folder: see TestReadmeCommands. A recipe that makes
+// its module itself (mkdir, cd, go mod init) runs from that folder; one for a
+// module the reader already has runs in a new module, app, made there first.
 func readmeInstall(t *testing.T, root, source string, cmds []readmeCmd, env []string) {
-	app := filepath.Join(t.TempDir(), "app")
-	require.NoError(t, os.Mkdir(app, 0o755))
+	r := &readmeReader{root: root, cwd: t.TempDir(), env: env}
 	if !slices.ContainsFunc(cmds, func(c readmeCmd) bool { return strings.HasPrefix(commandWords(c.Text), "go mod init") }) {
+		app := filepath.Join(r.cwd, "app")
+		require.NoError(t, os.Mkdir(app, 0o755))
 		mustRun(t, app, env, "go", "mod", "init", "example.com/app")
+		r.cwd = app
+		if !slices.ContainsFunc(cmds, func(c readmeCmd) bool { return strings.Contains(c.Text, ".go") }) {
+			require.NoError(t, os.WriteFile(filepath.Join(app, "main.go"), []byte(readmeProgram(t, root, source)), 0o644))
+		}
 	}
-	if !slices.ContainsFunc(cmds, func(c readmeCmd) bool { return strings.Contains(c.Text, ".go") }) {
-		require.NoError(t, os.WriteFile(filepath.Join(app, "main.go"), []byte(readmeProgram(t, root, source)), 0o644))
-	}
-	r := &readmeReader{root: root, cwd: app, env: env}
 	for _, c := range cmds {
 		if target, ok := cloneTarget(c); ok {
 			t.Logf("%s: links this checkout at %s instead", c, target)
-			require.NoError(t, os.Symlink(root, filepath.Join(app, target)))
+			require.NoError(t, os.Symlink(root, filepath.Join(r.cwd, target)))
 			continue
 		}
 		if i := excluded(c); i >= 0 {
@@ -278,8 +284,8 @@ func readmeInstall(t *testing.T, root, source string, cmds []readmeCmd, env []st
 	}
 	r.stopAll(t)
 	if !t.Failed() {
-		out := mustRun(t, app, env, "go", "build", "-o", os.DevNull, ".")
-		gomod, err := os.ReadFile(filepath.Join(app, "go.mod"))
+		out := mustRun(t, r.cwd, env, "go", "build", "-o", os.DevNull, ".")
+		gomod, err := os.ReadFile(filepath.Join(r.cwd, "go.mod"))
 		require.NoError(t, err)
 		require.Regexp(t, `(?m)^\s*(require\s+)?github.com/midismtp/smtpd v`, string(gomod), "go.mod after the recipe:\n%s\n%s", gomod, out)
 	}
