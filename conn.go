@@ -32,6 +32,7 @@ type conn struct {
 	w        *bufio.Writer // nil while idle (see releaseWriter)
 	tlsState *tls.ConnectionState
 	state    atomic.Int32 // a connState
+	greeted  atomic.Bool  // the 220 banner went out: replies before it are greetings, never with an enhanced code
 
 	dmu          sync.Mutex // guards the read deadline: the session sets it, Shutdown and stress mode shorten it
 	lineDeadline time.Time  // the deadline of the request read now; zero: none
@@ -165,6 +166,7 @@ func (c *conn) welcome() bool {
 	if !c.enter(connActive) {
 		return false
 	}
+	c.greeted.Store(true)
 	c.sendText(220, oneLine(s.LocalResponse))
 	return true
 }
