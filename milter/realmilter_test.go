@@ -445,20 +445,24 @@ func realWaitID(t *testing.T, r *smtptest.Recorder, id string) []byte {
 }
 
 // TestRealPostfixDifferential sends the same messages through the same milters
-// behind Postfix 3.7 and behind milter.Wrap, and compares what each delivers:
-// the same header fields in the same places and the same body bytes, but for
-// what each server adds itself (Postfix's Received field), the DKIM-Signature
-// tags that change with the second (t=, b=: both signatures must verify with
-// dkimpy, and their other tags must be equal), and SpamAssassin's random MIME
-// boundary. The milters: OpenDKIM signing with simple canonicalization (every
-// byte of the signed fields counts), spamass-milter marking (headers added, the
-// body replaced for spam), and both in a row.
+// behind Postfix 3.7 and behind milter.Wrap, and compares the outcomes: the same
+// SMTP refusal, or delivered messages with the same header fields in the same
+// places and the same body bytes, but for what each server adds itself
+// (Postfix's Received field), the DKIM-Signature tags that change with the
+// second (t=, b=: both signatures must verify with dkimpy, or both fail when a
+// body was replaced after signing, and their other tags must be equal), and in
+// SpamAssassin's report its random MIME boundary and the time spamass-milter
+// wrote. The milters: OpenDKIM signing with simple canonicalization (every byte
+// of the signed fields counts), spamass-milter marking (fields added, the body
+// replaced for spam), both in a row, clamav-milter rejecting viruses and
+// replacing X-Virus fields, and rspamd.
 func TestRealPostfixDifferential(t *testing.T) {
 	t.Parallel()
 	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
 	dns := realmilter.StartNSD(t, key.Zone())
 	dkim := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key, Canonicalization: "simple/simple"})
 	spam := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: realSpamd(t)})
+	clam := realmilter.StartClamavMilter(t, realmilter.ClamavMilter{Clamd: realmilter.StartClamd(t), OnInfected: "Reject", AddHeader: "Replace"})
 	chains := []struct {
 		name  string
 		addrs []string
@@ -466,34 +470,65 @@ func TestRealPostfixDifferential(t *testing.T) {
 		{"opendkim", []string{dkim.Addr}},
 		{"spamass", []string{spam.Addr}},
 		{"opendkim+spamass", []string{dkim.Addr, spam.Addr}},
+		{"clamav", []string{clam.Addr}},
+		{"rspamd", []string{realRspamd(t).Addr}},
 	}
 	var lists [][]string
 	for _, c := range chains {
 		lists = append(lists, c.addrs)
 	}
 	pfAddrs, pfGot := realDiffPostfix(t, lists)
-	msgs := []struct {
-		name string
-		msg  []byte
-	}{
-		{"clean", realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")},
-		{"leading-space", realLeadingSpaceMsg},
-		{"gtube", realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")},
-	}
 	for i, c := range chains {
 		oursAddr, oursGot := realDiffOurs(t, c.addrs)
-		for _, m := range msgs {
+		for _, m := range realDiffMessages {
 			t.Run(c.name+"/"+m.name, func(t *testing.T) {
 				id := c.name + "." + m.name + "@example.test"
 				msg := realSetID(t, m.msg, id)
-				require.NoError(t, realmilter.Deliver(pfAddrs[i], msg), "Postfix")
-				require.NoError(t, realmilter.Deliver(oursAddr, msg), "milter.Wrap")
+				pfErr, oursErr := realmilter.Deliver(pfAddrs[i], msg), realmilter.Deliver(oursAddr, msg)
+				if pfErr != nil || oursErr != nil {
+					realSameRefusal(t, pfErr, oursErr)
+					return
+				}
 				signed := slices.Contains(c.addrs, dkim.Addr)
 				replaced := slices.Contains(c.addrs, spam.Addr) && m.name == "gtube" // SpamAssassin's report
 				realCompare(t, realWaitID(t, pfGot, id), realWaitID(t, oursGot, id), dns.Addr, signed, !replaced)
 			})
 		}
 	}
+}
+
+// realDiffMessages are the messages of the differential test.
+var realDiffMessages = []struct {
+	name string
+	msg  []byte
+}{
+	{"clean", realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")},
+	{"leading-space", realLeadingSpaceMsg},
+	{"gtube", realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")},
+	{"eicar", realmilter.Message(string(realmilter.EICAR()) + "\n")},
+	// Fields the milters write themselves, already there: replaced, or added to.
+	{"forged-fields", realmilter.Message("Hello Bob.\n",
+		"X-Virus-Status: Clean (forged)",
+		"From: Alice <alice@example.test>",
+		"X-Spam-Status: No, score=-100 (forged)",
+		"To: Bob <bob@dest.test>",
+		"X-Virus-Scanned: forged",
+		"Subject: forged fields",
+		"X-Spam-Flag: NO",
+		"Date: Mon, 07 Dec 2026 20:00:00 +0000",
+		"X-Virus-Status: Clean (second, forged)",
+		"Message-ID: <forged@example.test>",
+	)},
+}
+
+// realSameRefusal checks that Postfix (pf) and milter.Wrap (ours) both refused a
+// message, with the same reply.
+func realSameRefusal(t *testing.T, pf, ours error) {
+	t.Helper()
+	var pfReply, oursReply *textproto.Error
+	require.ErrorAs(t, pf, &pfReply, "Postfix took the message milter.Wrap refused with %v", ours)
+	require.ErrorAs(t, ours, &oursReply, "milter.Wrap took the message Postfix refused with %v", pf)
+	require.Equal(t, pfReply.Error(), oursReply.Error(), "Postfix's (expected) and milter.Wrap's (actual) refusals differ")
 }
 
 // realSetID returns msg with its Message-ID field's value replaced by <id>.
