@@ -81,7 +81,7 @@ func (h *realStore) quarantine(id string) (string, bool) {
 	return r, ok
 }
 
-// realStreamStore is store on the streaming path (smtpd.MessageStreamer).
+// realStreamStore is realStore on the streaming path (smtpd.MessageStreamer).
 type realStreamStore struct{ realStore }
 
 func (h *realStreamStore) OnMessageStream(s *smtpd.Session, r io.Reader) error {
@@ -100,7 +100,7 @@ type realReceiver struct {
 	store *realStore
 }
 
-// realOurs starts milter.Wrap with config c in front of a store (a streamStore
+// realOurs starts milter.Wrap with config c in front of a realStore (a realStreamStore
 // when stream is set) on a real smtpd server on 127.0.0.1.
 func realOurs(t *testing.T, c milter.Config, stream bool) realReceiver {
 	t.Helper()
@@ -162,14 +162,14 @@ func TestRealOpenDKIMSigns(t *testing.T) {
 	m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
 	for _, stream := range []bool{false, true} {
 		r := realOurs(t, realMilters(m), stream)
-		msg := realmilter.Message("Hello Bob.\n\nA signed realMessage.\n")
+		msg := realmilter.Message("Hello Bob.\n\nA signed message.\n")
 		require.NoError(t, realmilter.Deliver(r.addr, msg))
 		got := r.one(t).Data
 		fs, body := realSplit(t, got)
-		require.Equal(t, "DKIM-Signature", fs[0].Name, "OpenDKIM inserts its realField first:\n%s", got)
+		require.Equal(t, "DKIM-Signature", fs[0].Name, "OpenDKIM inserts its field first:\n%s", got)
 		require.Contains(t, fs[0].Value, " d=example.test;")
-		require.True(t, bytes.HasSuffix(got, msg[bytes.Index(msg, []byte("From:")):]), "the realMessage follows unchanged:\n%s", got)
-		require.Equal(t, "Hello Bob.\r\n\r\nA signed realMessage.\r\n", string(body))
+		require.True(t, bytes.HasSuffix(got, msg[bytes.Index(msg, []byte("From:")):]), "the message follows unchanged:\n%s", got)
+		require.Equal(t, "Hello Bob.\r\n\r\nA signed message.\r\n", string(body))
 		ok, out := realmilter.DKIMVerify(t, got, dns.Addr)
 		require.True(t, ok, "dkimpy: %s\n%s", out, got)
 	}
@@ -209,7 +209,7 @@ func TestRealOpenDKIMLeadingSpace(t *testing.T) {
 
 	stripped := realSignStripped(t, m, realLeadingSpaceMsg)
 	ok, out = realmilter.DKIMVerify(t, stripped, dns.Addr)
-	require.False(t, ok, "control: a signature over realValues without their leading space must fail, dkimpy says %s\n%s", out, stripped)
+	require.False(t, ok, "control: a signature over values without their leading space must fail, dkimpy says %s\n%s", out, stripped)
 }
 
 // realSignStripped has m sign msg through go-milter's client driven by hand, giving
@@ -485,10 +485,13 @@ func TestRealPostfixDifferential(t *testing.T) {
 				id := c.name + "." + m.name + "@example.test"
 				msg := realSetID(t, m.msg, id)
 				pfErr, oursErr := realmilter.Deliver(pfAddrs[i], msg), realmilter.Deliver(oursAddr, msg)
-				if pfErr != nil || oursErr != nil {
+				// Refused: the virus by clamav-milter, GTUBE by rspamd; no other.
+				if refused := c.name == "clamav" && m.name == "eicar" || c.name == "rspamd" && m.name == "gtube"; refused {
 					realSameRefusal(t, pfErr, oursErr)
 					return
 				}
+				require.NoError(t, pfErr, "Postfix")
+				require.NoError(t, oursErr, "milter.Wrap")
 				signed := slices.Contains(c.addrs, dkim.Addr)
 				replaced := slices.Contains(c.addrs, spam.Addr) && m.name == "gtube" // SpamAssassin's report
 				realCompare(t, realWaitID(t, pfGot, id), realWaitID(t, oursGot, id), dns.Addr, signed, !replaced)
