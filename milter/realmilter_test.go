@@ -827,7 +827,7 @@ func TestRealFaultGarbage(t *testing.T) {
 			t.Run(name+"/"+action.String(), func(t *testing.T) {
 				t.Parallel()
 				addr := realGarbage(t, reply)
-				var logs realLog
+				var logs realmilter.Buffer
 				r := realOurs(t, milter.Config{Milters: []milter.Milter{realFaultTimeouts(addr)}, DefaultAction: action,
 					Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
 				msg := realmilter.Message("Hello Bob.\n")
@@ -847,22 +847,4 @@ func TestRealFaultGarbage(t *testing.T) {
 			})
 		}
 	}
-}
-
-// realLog is a log's text, safe for concurrent writes.
-type realLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *realLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *realLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -132,7 +132,7 @@ type Proc struct {
 	Name string // what it is, for messages: "opendkim", "spamd" ...
 	Dir  string // its instance directory
 	cmd  *exec.Cmd
-	out  *lockedBuffer // its standard output and error
+	out  *Buffer       // its standard output and error
 	logs []string      // log files it writes, shown when a test fails
 	done chan struct{} // closed when it exited
 	err  error         // its exit status, once done is closed
@@ -142,19 +142,22 @@ type Proc struct {
 	stopOnce sync.Once
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
+// Buffer is a bytes.Buffer safe for concurrent writes: a daemon's output, a
+// test's log.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+// String returns what was written.
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -166,7 +169,7 @@ func spawn(name, dir string, env []string, logs []string, argv ...string) (*Proc
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "TMPDIR=" + dir, "LANG=C"}, env...)
-	out := &lockedBuffer{}
+	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own group, so that stop reaches the workers it forks; and killed should
 	// the test binary die without cleaning up.
