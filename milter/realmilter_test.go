@@ -848,3 +848,64 @@ func TestRealFaultGarbage(t *testing.T) {
 		}
 	}
 }
+
+// TestRealPostfixFaults compares Postfix and milter.Wrap when a real milter
+// fails: OpenDKIM killed before the session (down), or stopped by SIGSTOP
+// (hung: 2-second timeouts on both sides), under each default action. Both must
+// end the transaction at the same step with the same reply (a refusal's text
+// included); with accept both deliver the message unfiltered, the same.
+func TestRealPostfixFaults(t *testing.T) {
+	t.Parallel()
+	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
+	down := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
+	require.NoError(t, down.Proc.Signal(syscall.SIGKILL))
+	require.True(t, down.Proc.Wait(5*time.Second))
+	hung := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
+	require.NoError(t, hung.Proc.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { hung.Proc.Signal(syscall.SIGCONT) })
+
+	faults := []struct {
+		name string
+		m    *realmilter.Milter
+	}{{"down", down}, {"hung", hung}}
+	type fcase struct {
+		fault  string
+		addr   string
+		action milter.DefaultAction
+	}
+	var cases []fcase
+	var listeners []realmilter.PostfixListener
+	for _, f := range faults {
+		for _, action := range realActions {
+			cases = append(cases, fcase{f.name, f.m.Addr, action})
+			listeners = append(listeners, realmilter.PostfixListener{Milters: f.m.Addr, Options: map[string]string{
+				"milter_default_action":  action.String(),
+				"milter_connect_timeout": "2s", "milter_command_timeout": "2s", "milter_content_timeout": "2s",
+			}})
+		}
+	}
+	sink := smtptest.NewServer(t, nil, func(s *smtpd.Server) { s.Internationalization = true })
+	pf := realmilter.StartPostfix(t, realmilter.Postfix{RelayTo: sink.Addr, Hostname: realDiffHost,
+		Listeners: listeners, Main: map[string]string{"smtpd_peername_lookup": "no"}})
+	for i, c := range cases {
+		t.Run(c.fault+"/"+c.action.String(), func(t *testing.T) {
+			t.Parallel()
+			ours := realOurs(t, milter.Config{Hostname: realDiffHost, DaemonName: realDiffHost,
+				Milters: []milter.Milter{realFaultTimeouts(c.addr)}, DefaultAction: c.action}, false)
+			id := c.fault + "." + c.action.String() + "@example.test"
+			msg := realSetID(t, realmilter.Message("Hello Bob.\n"), id)
+			pfOut, err := realmilter.Try(pf.Addrs[i], msg)
+			require.NoError(t, err, "Postfix")
+			oursOut, err := realmilter.Try(ours.addr, msg)
+			require.NoError(t, err, "milter.Wrap")
+			t.Logf("Postfix: %+v; milter.Wrap: %+v", pfOut, oursOut)
+			if pfOut.Code == 250 && oursOut.Code == 250 {
+				pfOut.Text, oursOut.Text = "", "" // each server's own words: "Ok: queued as ..."
+			}
+			require.Equal(t, pfOut, oursOut, "Postfix's (expected) and milter.Wrap's (actual) outcomes differ")
+			if c.action == milter.Accept {
+				realCompare(t, realWaitID(t, sink.Recorder, id), realWaitID(t, &ours.store.Recorder, id), "", false, false)
+			}
+		})
+	}
+}

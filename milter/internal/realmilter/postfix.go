@@ -32,6 +32,9 @@ type PostfixListener struct {
 	// Milters is its smtpd_milters: milter addresses separated by commas or
 	// spaces ("inet:127.0.0.1:PORT").
 	Milters string
+	// Options are more main.cf settings for this listener only (master.cf -o):
+	// milter_default_action, milter_command_timeout ...
+	Options map[string]string
 }
 
 // PostfixInstance is a running Postfix.
@@ -134,7 +137,16 @@ func StartPostfix(t T, c Postfix) *PostfixInstance {
 	for _, l := range c.Listeners {
 		port := freePort(t)
 		inst.Addrs = append(inst.Addrs, "127.0.0.1:"+strconv.Itoa(port))
-		master1 = append(master1, fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_milters=%s", port, strings.ReplaceAll(l.Milters, " ", ",")))
+		svc := fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_milters=%s", port, strings.ReplaceAll(l.Milters, " ", ","))
+		keys := make([]string, 0, len(l.Options))
+		for k := range l.Options {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			svc += fmt.Sprintf("\n  -o %s=%s", k, l.Options[k])
+		}
+		master1 = append(master1, svc)
 	}
 	writeFile(t, filepath.Join(conf, "master.cf"), strings.Join(master1, "\n")+"\n"+postfixMasterCf)
 	postfixQueue(t, queue, uid)
