@@ -281,13 +281,15 @@ func TestRealOpenDKIMVerifies(t *testing.T) {
 // TestRealSpamAssassin: spamass-milter with spamd. Configured to mark (its default),
 // GTUBE gets the spam headers and SpamAssassin's report in place of the body (the
 // original attached: report_safe), and a clean message its X-Spam headers;
-// configured to reject at 15 points (-r 15), GTUBE (1000 points) is refused and
-// not stored. Both paths: buffering and streaming.
+// told not to modify (-m), GTUBE gets the X-Spam headers only; configured to
+// reject at 15 points (-r 15), GTUBE (1000 points) is refused and not stored.
+// Both paths: buffering and streaming.
 func TestRealSpamAssassin(t *testing.T) {
 	t.Parallel()
 	spamd := realSpamd(t)
 	mark := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd})
 	reject := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd, RejectScore: 15})
+	headersOnly := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd, NoModify: true})
 	gtube := realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")
 	clean := realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")
 	for _, stream := range []bool{false, true} {
@@ -312,6 +314,14 @@ func TestRealSpamAssassin(t *testing.T) {
 			require.Empty(t, realmilter.Values(fs, "X-Spam-Flag"))
 			require.Equal(t, "Hello Bob.\r\n\r\nSee you on Monday.\r\n", string(body))
 			require.True(t, bytes.HasPrefix(got, clean[:bytes.Index(clean, []byte("\r\n\r\n"))]), "the fields added after the message's own:\n%s", got)
+
+			r = realOurs(t, realMilters(headersOnly), stream)
+			require.NoError(t, realmilter.Deliver(r.addr, gtube))
+			got = r.one(t).Data
+			fs, body = realSplit(t, got)
+			require.Equal(t, []string{" YES"}, realmilter.Values(fs, "X-Spam-Flag"))
+			require.Equal(t, "Buy now.\r\n"+realmilter.GTUBE+"\r\n", string(body), "-m: the body as sent")
+			require.True(t, bytes.HasPrefix(got, gtube[:bytes.Index(gtube, []byte("\r\n\r\n"))]), "-m: the fields as sent, then the X-Spam ones:\n%s", got)
 
 			r = realOurs(t, realMilters(reject), stream)
 			realRefused(t, realmilter.Deliver(r.addr, gtube), 550, "5.7.1 Blocked by SpamAssassin")
