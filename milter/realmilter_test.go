@@ -663,19 +663,20 @@ func realCheckDefault(t *testing.T, r realReceiver, action milter.DefaultAction,
 	}
 }
 
+// realActions are the default actions the fault tests try.
 var realActions = []milter.DefaultAction{milter.TempFail, milter.Accept, milter.Reject}
 
-// TestRealFaultDown: a milter that is down gets the default action: one never
-// started (nothing listens on its port), and a real OpenDKIM killed (SIGKILL)
-// before the session.
+// TestRealFaultDown: a milter that is down gets the default action: nothing
+// listens on its port (a real OpenDKIM stopped before), or the real OpenDKIM was
+// killed (SIGKILL) before the session.
 func TestRealFaultDown(t *testing.T) {
 	t.Parallel()
 	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
-	for _, down := range []string{"never started", "killed"} {
+	for _, down := range []string{"nothing listens", "killed"} {
 		for _, action := range realActions {
 			t.Run(down+"/"+action.String(), func(t *testing.T) {
 				m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
-				if down == "never started" {
+				if down == "nothing listens" {
 					m.Proc.Stop() // its port is then free: nothing answers there
 				} else {
 					require.NoError(t, m.Proc.Signal(syscall.SIGKILL))
