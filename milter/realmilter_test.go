@@ -23,8 +23,8 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/internal/testenv/realmilter"
 	"github.com/midismtp/smtpd/milter"
-	"github.com/midismtp/smtpd/milter/internal/realmilter"
 	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
@@ -113,7 +113,7 @@ func realOurs(t *testing.T, c milter.Config, stream bool) realReceiver {
 		st = &realStore{}
 		h = st
 	}
-	ts := smtptest.NewServer(t, milter.Wrap(h, c))
+	ts := smtptest.NewServer(t, milter.Wrap(h, c), func(s *smtpd.Server) { s.EnhancedStatusCodes = true }) // as Postfix, always
 	return realReceiver{addr: ts.Addr, ts: ts, store: st}
 }
 
