@@ -1,0 +1,222 @@
+package milter_test
+
+import (
+	"bytes"
+	"net/textproto"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/internal/testenv/realmilter"
+	"github.com/midismtp/smtpd/milter"
+	"github.com/midismtp/smtpd/smtptest"
+	"github.com/stretchr/testify/require"
+)
+
+// The differential against Postfix: the same milters behind a private Postfix 3.7
+// and behind milter.Wrap, the same messages, the results compared.
+
+// realDiffOurs starts the receiver the differential test compares with
+// Postfix, calling the milters at addrs in order; it returns where to send and
+// the recorder of what it delivered. It is milter.Wrap on an smtpd server;
+// examples/mx may take its place.
+func realDiffOurs(t *testing.T, addrs []string) (string, *smtptest.Recorder) {
+	t.Helper()
+	// What the milters are told of the server itself: the same as Postfix.
+	c := milter.Config{Hostname: realDiffHost, DaemonName: realDiffHost, MTAVersion: realmilter.PostfixVersion(t)}
+	for _, a := range addrs {
+		c.Milters = append(c.Milters, milter.Milter{Addr: a})
+	}
+	r := realOurs(t, c, false)
+	return r.addr, &r.store.Recorder
+}
+
+// realDiffPostfix starts one private Postfix with a listener per milter list,
+// relaying to a capturing server; it returns the listeners' addresses and the
+// recorder of what Postfix relayed.
+func realDiffPostfix(t *testing.T, lists [][]string) ([]string, *smtptest.Recorder) {
+	t.Helper()
+	// The sink takes 8-bit mail as it is: no conversion by Postfix's client.
+	sink := smtptest.NewServer(t, nil, func(s *smtpd.Server) { s.Internationalization = true })
+	// Our server looks up no client host name: nor does this Postfix
+	// (the milters' connect host name and macro _ are then the same).
+	c := realmilter.Postfix{RelayTo: sink.Addr, Hostname: realDiffHost,
+		Main: map[string]string{"smtpd_peername_lookup": "no"}}
+	for _, l := range lists {
+		c.Listeners = append(c.Listeners, realmilter.PostfixListener{Milters: strings.Join(l, ",")})
+	}
+	pf := realmilter.StartPostfix(t, c)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("Postfix's maillog:\n%s", pf.Maillog())
+		}
+	})
+	return pf.Addrs, sink.Recorder
+}
+
+// realWaitID waits until r has a message with the Message-ID id and returns it.
+func realWaitID(t *testing.T, r *smtptest.Recorder, id string) []byte {
+	t.Helper()
+	needle := []byte("\r\nMessage-ID: <" + id + ">\r\n")
+	deadline := time.Now().Add(smtptest.DefaultTimeout)
+	for {
+		for _, m := range r.Messages() {
+			if bytes.Contains(m.Data, needle) {
+				return m.Data
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "no message <%s> after %v", id, smtptest.DefaultTimeout)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRealPostfixDifferential sends the same messages through the same milters
+// behind Postfix 3.7 and behind milter.Wrap, and compares the outcomes: the same
+// SMTP refusal, or delivered messages with the same header fields in the same
+// places and the same body bytes, but for what each server adds itself
+// (Postfix's Received field), the DKIM-Signature tags that change with the
+// second (t=, b=: both signatures must verify with dkimpy, or both fail when a
+// body was replaced after signing, and their other tags must be equal), and in
+// SpamAssassin's report its random MIME boundary and the time spamass-milter
+// wrote. The milters: OpenDKIM signing with simple canonicalization (every byte
+// of the signed fields counts), spamass-milter marking (fields added, the body
+// replaced for spam), both in a row, clamav-milter rejecting viruses and
+// replacing X-Virus fields, and rspamd.
+func TestRealPostfixDifferential(t *testing.T) {
+	t.Parallel()
+	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
+	dns := realmilter.StartNSD(t, key.Zone())
+	dkim := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key, Canonicalization: "simple/simple"})
+	spam := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: realSpamd(t)})
+	clam := realmilter.StartClamavMilter(t, realmilter.ClamavMilter{Clamd: realmilter.StartClamd(t), OnInfected: "Reject", AddHeader: "Replace"})
+	chains := []struct {
+		name  string
+		addrs []string
+	}{
+		{"opendkim", []string{dkim.Addr}},
+		{"spamass", []string{spam.Addr}},
+		{"opendkim+spamass", []string{dkim.Addr, spam.Addr}},
+		{"clamav", []string{clam.Addr}},
+		{"rspamd", []string{realRspamd(t).Addr}},
+	}
+	var lists [][]string
+	for _, c := range chains {
+		lists = append(lists, c.addrs)
+	}
+	pfAddrs, pfGot := realDiffPostfix(t, lists)
+	for i, c := range chains {
+		oursAddr, oursGot := realDiffOurs(t, c.addrs)
+		for _, m := range realDiffMessages {
+			t.Run(c.name+"/"+m.name, func(t *testing.T) {
+				id := c.name + "." + m.name + "@example.test"
+				msg := realSetID(t, m.msg, id)
+				pfErr, oursErr := realmilter.Deliver(pfAddrs[i], msg), realmilter.Deliver(oursAddr, msg)
+				// Refused: the virus by clamav-milter, GTUBE by rspamd; no other.
+				if refused := c.name == "clamav" && m.name == "eicar" || c.name == "rspamd" && m.name == "gtube"; refused {
+					realSameRefusal(t, pfErr, oursErr)
+					return
+				}
+				require.NoError(t, pfErr, "Postfix")
+				require.NoError(t, oursErr, "milter.Wrap")
+				signed := slices.Contains(c.addrs, dkim.Addr)
+				replaced := slices.Contains(c.addrs, spam.Addr) && m.name == "gtube" // SpamAssassin's report
+				realCompare(t, realWaitID(t, pfGot, id), realWaitID(t, oursGot, id), dns.Addr, signed, !replaced)
+			})
+		}
+	}
+}
+
+// realDiffMessages are the messages of the differential test.
+var realDiffMessages = []struct {
+	name string
+	msg  []byte
+}{
+	{"clean", realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")},
+	{"leading-space", realLeadingSpaceMsg},
+	{"gtube", realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")},
+	{"eicar", realmilter.Message(string(realmilter.EICAR()) + "\n")},
+	// Fields the milters write themselves, already there: replaced, or added to.
+	{"forged-fields", realmilter.Message("Hello Bob.\n",
+		"X-Virus-Status: Clean (forged)",
+		"From: Alice <alice@example.test>",
+		"X-Spam-Status: No, score=-100 (forged)",
+		"To: Bob <bob@dest.test>",
+		"X-Virus-Scanned: forged",
+		"Subject: forged fields",
+		"X-Spam-Flag: NO",
+		"Date: Mon, 07 Dec 2026 20:00:00 +0000",
+		"X-Virus-Status: Clean (second, forged)",
+		"Message-ID: <forged@example.test>",
+	)},
+}
+
+// realSameRefusal checks that Postfix (pf) and milter.Wrap (ours) both refused a
+// message, with the same reply.
+func realSameRefusal(t *testing.T, pf, ours error) {
+	t.Helper()
+	var pfReply, oursReply *textproto.Error
+	require.ErrorAs(t, pf, &pfReply, "Postfix took the message milter.Wrap refused with %v", ours)
+	require.ErrorAs(t, ours, &oursReply, "milter.Wrap took the message Postfix refused with %v", pf)
+	require.Equal(t, pfReply.Error(), oursReply.Error(), "Postfix's (expected) and milter.Wrap's (actual) refusals differ")
+}
+
+// realSetID returns msg with its Message-ID field's value replaced by <id>.
+func realSetID(t *testing.T, msg []byte, id string) []byte {
+	t.Helper()
+	fs, body := realSplit(t, msg)
+	for i, f := range fs {
+		if strings.EqualFold(f.Name, "Message-ID") {
+			fs[i].Value = " <" + id + ">"
+		}
+	}
+	return realmilter.Join(fs, body)
+}
+
+// realBoundary finds the MIME boundary SpamAssassin makes for its report
+// ("----------=_" and random hex).
+var realBoundary = regexp.MustCompile(`boundary="(----------=_[0-9A-F.]+)"`)
+
+// realSpamassDate finds the time in the Received field spamass-milter makes
+// for SpamAssassin, which its report quotes.
+var realSpamassDate = regexp.MustCompile(`(\r\n\tby [^\r]* with SMTP id [^\r]*\r\n\t)[A-Z][a-z][a-z], \d+ [A-Z][a-z][a-z] \d{4} \d\d:\d\d:\d\d [-+]\d{4}`)
+
+// realCompare compares a message Postfix delivered with the same one delivered
+// by milter.Wrap (see TestRealPostfixDifferential). When signed, both have a
+// DKIM-Signature, which dkimpy must find good when verifies is set, and bad
+// otherwise (a body replaced after signing).
+func realCompare(t *testing.T, pf, ours []byte, dns string, signed, verifies bool) {
+	t.Helper()
+	var texts [2]string
+	for i, msg := range [][]byte{pf, ours} {
+		if signed {
+			ok, out := realmilter.DKIMVerify(t, msg, dns)
+			require.Equal(t, verifies, ok, "%s's DKIM-Signature: dkimpy says %s\n%s", [2]string{"Postfix", "milter.Wrap"}[i], out, msg)
+		}
+		if m := realBoundary.FindSubmatch(msg); m != nil {
+			msg = bytes.ReplaceAll(msg, m[1], []byte("BOUNDARY"))
+		}
+		fs, body := realSplit(t, msg)
+		if i == 0 { // Postfix's own Received field (the milters see it too)
+			n := len(fs)
+			fs = slices.DeleteFunc(fs, func(f realmilter.Field) bool {
+				return strings.EqualFold(f.Name, "Received") && strings.Contains(f.Value, "by "+realDiffHost+" (Postfix)")
+			})
+			require.Equal(t, n-1, len(fs), "one Received field of Postfix's in\n%s", msg)
+		}
+		var b strings.Builder
+		for _, f := range fs {
+			if strings.EqualFold(f.Name, "DKIM-Signature") {
+				// SpamAssassin's report quotes it in the body too.
+				body = bytes.ReplaceAll(body, []byte(f.Name+":"+f.Value), []byte(f.Name+":"+realmilter.DKIMTags(f.Value)))
+				f.Value = realmilter.DKIMTags(f.Value)
+			}
+			b.WriteString(f.Name + ":" + f.Value + "\r\n")
+		}
+		body = realSpamassDate.ReplaceAll(body, []byte("${1}(the time)"))
+		texts[i] = b.String() + "\r\n" + string(body)
+	}
+	require.Equal(t, texts[0], texts[1], "Postfix's (expected) and milter.Wrap's (actual) messages differ")
+}
