@@ -117,6 +117,9 @@ func (lr *lineReader) release() {
 	}
 }
 
+// holdsBuffer reports whether the reader holds a read buffer now.
+func (lr *lineReader) holdsBuffer() bool { return lr.br != nil }
+
 // peekWait is an idle session's wait: it holds no read buffer, so the first bytes
 // land in the small peek buffer.
 func (lr *lineReader) peekWait() error {

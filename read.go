@@ -38,16 +38,26 @@ func (c *conn) readCommand(soft int) ([]byte, error) {
 	return c.r.readLine(soft)
 }
 
-// waitForClient waits, idle, until the client sends something. For keepBuffers it
-// waits with its buffers; after that it gives them back (the long-line buffer too)
-// and waits in a small read at this shallow depth of the goroutine's stack, under
-// the line's deadline, so that an idle connection costs little. Shutdown and stress
-// mode reach it through that deadline (interruptIdle, tighten).
+// waitForClient waits, idle, until the client sends something. A session that
+// holds a read buffer (a busy client's) waits with its buffers for keepBuffers;
+// after that it gives them back (the long-line buffer too) and waits in a small
+// read at this shallow depth of the goroutine's stack, under the line's deadline,
+// so that an idle connection costs little. A session that holds none — a new one
+// after its banner, one back from being idle — waits in the small read at once,
+// without taking a buffer it may not need for minutes. Shutdown and stress mode
+// reach the wait through its deadline (interruptIdle, tighten).
 func (c *conn) waitForClient() error {
 	if !c.enter(connIdle) {
 		return errAborted
 	}
 	defer c.enter(connActive)
+	if !c.r.holdsBuffer() {
+		c.releaseWriter()
+		if _, err := c.armRead(true, 0); err != nil {
+			return err
+		}
+		return c.afterWait(c.r.peekWait())
+	}
 	if _, err := c.armRead(true, keepBuffers); err != nil {
 		return err
 	}
