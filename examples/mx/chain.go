@@ -18,7 +18,7 @@ import (
 // the forged Authentication-Results fields; the mailbox gets it as the milters
 // changed it, with the verdict on the message as received.
 func newHandler(cfg *config, v *mailauth.Verifier, st *store, logger *slog.Logger) smtpd.Handler {
-	box := &mailbox{store: st, enforce: cfg.dmarcEnforce}
+	box := &mailbox{name: cfg.authServID, store: st, enforce: cfg.dmarcEnforce}
 	next := milter.Wrap(box, milter.Config{
 		Milters:       cfg.milters,
 		DefaultAction: cfg.milterAction,
@@ -63,7 +63,11 @@ func (a *authStage) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	rx := a.v.NewReader(ctx, mailauth.ConnectionOf(s), r)
 	s.UserData = rx
 	defer func() { s.UserData = nil }()
-	return a.Handler.(smtpd.MessageStreamer).OnMessageStream(s, rx)
+	err := a.Handler.(smtpd.MessageStreamer).OnMessageStream(s, rx)
+	if err != nil {
+		s.Logger().Info("message not stored", "id", s.Message.ID, "err", err)
+	}
+	return err
 }
 
 // OnDataCommand runs the next Handler's (the milters' DATA stage).

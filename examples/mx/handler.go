@@ -15,8 +15,16 @@ import (
 // and no message is ever whole in memory.
 type mailbox struct {
 	smtpd.BaseHandler
+	name    string // -authserv-id: the host name in the banner and the EHLO reply
 	store   *store
 	enforce bool // -dmarc-enforce
+}
+
+// OnConnect names the server as Postfix's banner does ("220 NAME ESMTP").
+func (m *mailbox) OnConnect(s *smtpd.Session) error {
+	s.LocalResponse = m.name + " ESMTP"
+	s.HeloResponse = m.name
+	return nil
 }
 
 var _ smtpd.MessageStreamer = (*mailbox)(nil)

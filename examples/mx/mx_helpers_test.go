@@ -127,10 +127,19 @@ func (r *mxRun) stop() error {
 	return r.stopErr
 }
 
+// mxConn is a raw SMTP client connection to mx.
+type mxConn = smtptest.Conn
+
 // dial connects a raw SMTP client to mx and reads its banner.
-func (r *mxRun) dial(t testing.TB) *smtptest.Conn {
+func (r *mxRun) dial(t testing.TB) *mxConn {
 	t.Helper()
 	return (&smtptest.Server{Addr: r.Addr}).DialGreeted(t)
+}
+
+// dialRaw connects a raw SMTP client to mx and reads nothing.
+func dialRaw(t testing.TB, r *mxRun) *mxConn {
+	t.Helper()
+	return (&smtptest.Server{Addr: r.Addr}).Dial(t)
 }
 
 // deadDNS returns a loopback UDP address where nothing listens: a resolver

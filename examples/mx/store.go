@@ -231,10 +231,14 @@ func headerFields(head []byte) (subject, date, messageID string) {
 	return subject, m.Header.Get("Date"), m.Header.Get("Message-Id")
 }
 
-// fieldValue returns a header field's value, unfolded (RFC 5322 2.2.3: each
-// CRLF before white space removed), without the name and the final CRLF.
+// fieldValue returns a header field's value on one line, without the name and
+// the final CRLF: each fold (CRLF and the white space after it) becomes one
+// space.
 func fieldValue(field string) string {
 	_, v, _ := strings.Cut(field, ":")
 	v = strings.TrimSuffix(v, "\r\n")
-	return strings.TrimSpace(strings.ReplaceAll(v, "\r\n", ""))
+	for _, fold := range []string{"\r\n\t", "\r\n "} {
+		v = strings.ReplaceAll(v, fold, " ")
+	}
+	return strings.TrimSpace(v)
 }
