@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"os"
 
 	"github.com/midismtp/smtpd"
 	"github.com/midismtp/smtpd/mailauth"
@@ -34,8 +33,9 @@ var _ smtpd.MessageStreamer = (*mailbox)(nil)
 var errNoVerdict = &smtpd.SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "Local error in processing, try again later"}
 
 // OnMessageStream stores the message r gives (as the milters left it). When the
-// verdict is not ready yet, r is the live stream: it is spooled to a hidden file
-// first, since the field that goes first depends on the whole message. Then
+// verdict is not ready yet, r is the live stream: it is spooled first (in memory
+// up to 64 KiB, then in a hidden file of the folder), since the field that goes
+// first depends on the whole message. Then
 // DMARC decides: a failure under p=reject is refused 550 5.7.1 (-dmarc-enforce)
 // or quarantined; p=quarantine and a milter's quarantine are quarantined.
 func (m *mailbox) OnMessageStream(s *smtpd.Session, r io.Reader) error {
@@ -43,13 +43,14 @@ func (m *mailbox) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	if err := m.store.checkFree(id); err != nil {
 		return err
 	}
+	var msg io.WriterTo = readerTo{r}
 	if verdictOf(s) == nil {
 		sp, err := m.store.spool(r)
 		if err != nil {
 			return err
 		}
-		defer func() { sp.Close(); os.Remove(sp.Name()) }()
-		r = sp
+		defer sp.release()
+		msg = sp
 	}
 	v := verdictOf(s)
 	if v == nil {
@@ -61,7 +62,7 @@ func (m *mailbox) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 		s.Logger().Info("message refused by DMARC", "id", id, "from_domain", v.DMARC.FromDomain)
 		return err
 	}
-	if err := m.store.save(id, s, v.Field(), r, reasons); err != nil {
+	if err := m.store.save(id, s, v.Field(), msg, reasons); err != nil {
 		return err
 	}
 	s.Logger().Info("message stored", "id", id, "spf", v.SPF.Result, "dmarc", v.DMARC.Result,
@@ -87,3 +88,8 @@ func (m *mailbox) decide(s *smtpd.Session, v *mailauth.Verdict) ([]string, error
 	}
 	return reasons, nil
 }
+
+// readerTo writes what a reader gives.
+type readerTo struct{ r io.Reader }
+
+func (rt readerTo) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, rt.r) }

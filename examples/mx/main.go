@@ -116,6 +116,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	srv := &cfg.srv
 	applyLimits(srv)
+	if srv.TLSCertPath == "" {
+		srv.TLSCertCN = cfg.authServID // the self-signed certificate names us
+	}
 	srv.Handler = newHandler(cfg, v, st, logger)
 	srv.Logger = logger
 	if err := srv.Start(); err != nil {

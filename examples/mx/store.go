@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/midismtp/smtpd"
@@ -98,28 +99,76 @@ func (st *store) checkFree(id string) error {
 	return nil
 }
 
-// spool keeps a message that is still arriving in a hidden temporary file of the
-// folder, until its end gives the verdict; the caller closes and removes it.
-// It is read back from its start. A read error leaves nothing behind.
-func (st *store) spool(r io.Reader) (*os.File, error) {
-	f, err := os.CreateTemp(st.dir, ".spool-*")
-	if err != nil {
+// spoolMemory is how much of a message a spool keeps in memory before it
+// spills into a file (as milter.Wrap's spool): most mail is smaller, and costs
+// no file then.
+const spoolMemory = 64 << 10
+
+var spoolBuffers = sync.Pool{New: func() any { b := make([]byte, spoolMemory); return &b }}
+
+// spooled is a message kept until its end gives the verdict: its first bytes in
+// memory, the rest (if any) in a hidden temporary file of the folder.
+type spooled struct {
+	buf  *[]byte
+	n    int      // bytes of buf used
+	file *os.File // nil when it all fitted in buf
+}
+
+// spool keeps the message r gives until it ends. The caller must call release.
+// A read error (too big, the client gone) leaves nothing behind: it is the
+// stream's, and the server's reply.
+func (st *store) spool(r io.Reader) (*spooled, error) {
+	sp := &spooled{buf: spoolBuffers.Get().(*[]byte)}
+	var err error
+	for sp.n < len(*sp.buf) && err == nil {
+		var m int
+		m, err = r.Read((*sp.buf)[sp.n:])
+		sp.n += m
+	}
+	switch {
+	case errors.Is(err, io.EOF):
+		return sp, nil // all in memory
+	case err != nil:
+		sp.release()
+		return nil, err
+	}
+	if sp.file, err = os.CreateTemp(st.dir, ".spool-*"); err != nil {
+		sp.release()
 		return nil, fmt.Errorf("mx: spooling message: %w", err)
 	}
-	if _, err = io.Copy(f, r); err == nil {
-		_, err = f.Seek(0, io.SeekStart)
+	if _, err = io.Copy(sp.file, r); err == nil {
+		_, err = sp.file.Seek(0, io.SeekStart)
 	}
 	if err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, err // the stream's error (too big, the client gone): the server's reply
+		sp.release()
+		return nil, err
 	}
-	return f, nil
+	return sp, nil
+}
+
+// WriteTo writes the message to w: a file spool is copied in the kernel
+// (copy_file_range) when w is a file.
+func (sp *spooled) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write((*sp.buf)[:sp.n])
+	if err != nil || sp.file == nil {
+		return int64(n), err
+	}
+	m, err := io.Copy(w, sp.file)
+	return int64(n) + m, err
+}
+
+// release gives the buffer back and removes the file.
+func (sp *spooled) release() {
+	if sp.file != nil {
+		sp.file.Close()
+		os.Remove(sp.file.Name())
+	}
+	spoolBuffers.Put(sp.buf)
 }
 
 // save stores a message under id: the .eml is field and then msg, the .json
 // describes it with s's envelope and session.
-func (st *store) save(id string, s *smtpd.Session, field string, msg io.Reader, reasons []string) error {
+func (st *store) save(id string, s *smtpd.Session, field string, msg io.WriterTo, reasons []string) error {
 	size, head, err := st.writeEML(id+".eml", field, msg)
 	if err != nil {
 		return err
@@ -144,13 +193,13 @@ func (st *store) save(id string, s *smtpd.Session, field string, msg io.Reader, 
 }
 
 // writeEML writes field then msg to name, and returns the file's size and its
-// first headBytes bytes. A *os.File msg (the spool) is copied in the kernel.
-func (st *store) writeEML(name, field string, msg io.Reader) (size int64, head []byte, err error) {
+// first headBytes bytes.
+func (st *store) writeEML(name, field string, msg io.WriterTo) (size int64, head []byte, err error) {
 	err = st.writeFile(name, func(f *os.File) error {
 		if _, err := f.WriteString(field); err != nil {
 			return err
 		}
-		n, err := io.Copy(f, msg)
+		n, err := msg.WriteTo(f)
 		if err != nil {
 			return err
 		}

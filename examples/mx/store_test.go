@@ -41,6 +41,9 @@ func TestStoreFormat(t *testing.T) {
 	c := mx.dial(t)
 	c.Cmd("EHLO client.test", 250)
 	c.StartTLS(&tls.Config{InsecureSkipVerify: true}) // the self-signed certificate of no -cert
+	if cn := c.NetConn().(*tls.Conn).ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "mx.test" {
+		t.Errorf("the self-signed certificate names %q, not the -authserv-id", cn)
+	}
 	c.Cmd("EHLO client.test", 250)
 	msg := crlf("From: alice@example.test\nSubject: =?UTF-8?Q?gr=C3=BC=C3=9Fe?=\nDate: Mon, 7 Dec 2026 10:00:00 +0000\nMessage-ID: <3@example.test>\n\nhi\n")
 	c.Cmd(fmt.Sprintf("MAIL FROM:<alice@example.test> SIZE=%d RET=HDRS ENVID=env1", len(msg)), 250)
