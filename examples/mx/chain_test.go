@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -317,5 +319,42 @@ func TestNoVerdictRefused(t *testing.T) {
 	}
 	if ms := messages(t, st.dir); len(ms) != 0 {
 		t.Errorf("stored %d", len(ms))
+	}
+}
+
+// TestForgedVariants: spellings of a field claiming our authserv-id that a
+// reader of the stored message might take for ours are all removed; a
+// different authserv-id stays.
+func TestForgedVariants(t *testing.T) {
+	mx := startMX(t)
+	for _, c := range []struct {
+		field string
+		kept  bool
+	}{
+		{"Authentication-Results : mx.test; spf=pass", false}, // obsolete syntax: WSP before the colon
+		{"authentication-results:mx.test; spf=pass", false},
+		{"AUTHENTICATION-RESULTS:\r\n\tmx.test;\r\n\tspf=pass", false},
+		{"Authentication-Results: \"mx.test\"; spf=pass", false},
+		{"Authentication-Results: (" + strings.Repeat("c", 70<<10) + ") mx.test; spf=pass", false},
+		{"Authentication-Results: mx.test", false},
+		{"Authentication-Results: mx.test.example; spf=pass", true},
+	} {
+		msg := c.field + "\r\n" + plainMessage
+		if code, text := deliver(t, mx, msg); code != 250 {
+			t.Fatalf("%.60q: %d %s", c.field, code, text)
+		}
+		ms := messages(t, mx.Out)
+		for id, m := range ms {
+			_, rest := ourField(t, m.EML)
+			want := plainMessage
+			if c.kept {
+				want = msg
+			}
+			if string(rest) != want {
+				t.Errorf("%.60q: stored %.200q", c.field, rest)
+			}
+			os.Remove(filepath.Join(mx.Out, id+".eml"))
+			os.Remove(filepath.Join(mx.Out, id+".json"))
+		}
 	}
 }
