@@ -127,14 +127,7 @@ func TestStoreLargeMessages(t *testing.T) {
 	for _, withMilter := range []bool{false, true} {
 		for _, bdat := range []bool{false, true} {
 			t.Run(fmt.Sprintf("milter=%v,bdat=%v", withMilter, bdat), func(t *testing.T) {
-				var args []string
-				if withMilter {
-					args = []string{"-milter", startTestMilter(t, 0, nil).Addr}
-				}
-				mx := startMX(t, args...)
-				c := mx.dial(t)
-				c.Timeout = time.Minute
-				c.Cmd("EHLO client.test", 250)
+				c, mx := startWithMilter(t, withMilter)
 				c.Cmd("MAIL FROM:<alice@example.test>", 250)
 				c.Cmd("RCPT TO:<bob@dest.test>", 250)
 				if bdat {
@@ -155,20 +148,28 @@ func TestStoreLargeMessages(t *testing.T) {
 	}
 }
 
+// startWithMilter starts mx, with a test milter that takes the content or none,
+// and returns a greeted connection with a minute for each reply.
+func startWithMilter(t *testing.T, withMilter bool) (*mxConn, *mxRun) {
+	t.Helper()
+	var args []string
+	if withMilter {
+		args = []string{"-milter", startTestMilter(t, 0, nil).Addr}
+	}
+	mx := startMX(t, args...)
+	c := mx.dial(t)
+	c.Timeout = time.Minute
+	c.Cmd("EHLO client.test", 250)
+	return c, mx
+}
+
 // TestStoreNothingOnFailure: a message over the size limit (552) and a client
 // that leaves in the middle of DATA leave no file, on both paths.
 func TestStoreNothingOnFailure(t *testing.T) {
 	big := plainMessage + strings.Repeat(strings.Repeat("x", 998)+"\r\n", maxMessageSize/1000+1)
 	for _, withMilter := range []bool{false, true} {
 		t.Run(fmt.Sprintf("milter=%v", withMilter), func(t *testing.T) {
-			var args []string
-			if withMilter {
-				args = []string{"-milter", startTestMilter(t, 0, nil).Addr}
-			}
-			mx := startMX(t, args...)
-			c := mx.dial(t)
-			c.Timeout = time.Minute
-			c.Cmd("EHLO client.test", 250)
+			c, mx := startWithMilter(t, withMilter)
 			if code, text := send(t, c, "alice@example.test", []string{"bob@dest.test"}, big); code != 552 {
 				t.Errorf("too big: %d %s", code, text)
 			}
