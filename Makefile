@@ -1,12 +1,18 @@
 # smtpd - make targets
 #
 #   make test    gofmt check, go vet, all tests with the race detector (what CI runs),
-#                the library's module and the nested modules of NESTED (examples with
-#                their own go.mod, so the library's stays small; each tested on its own,
-#                GOWORK=off: go.work is only for go run ./examples/queue); the bench
-#                tools' modules (TOOLS) are vetted and built
+#                the library's module (needs only Go) and the nested modules of NESTED:
+#                mailauth and milter (their tests start nsd, dkimpy, pyspf, OpenDMARC,
+#                OpenDKIM, SpamAssassin, ClamAV, rspamd and Postfix on loopback),
+#                internal/testenv (that harness), the examples with their own go.mod
+#                (so the library's stays small), and interop (the tests that drive
+#                programs we did not write, and the READMEs' commands); every module is
+#                tested on its own, GOWORK=off, with its own go.mod, as a user builds
+#                it (go.work is for go run in the examples); the bench tools' modules
+#                (TOOLS) are vetted and built
 #   make bench   all benchmarks, with allocations
-#   make fuzz    every fuzz target of every package, FUZZTIME each (default 20s), in turn
+#   make fuzz    every fuzz target of every package of the library's module and of
+#                FUZZED (mailauth, milter), FUZZTIME each (default 20s), in turn
 #   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
 #                (-quiet SINK_FLAGS), Postfix's smtp-sink and a go-smtp sink (bench/peers/
 #                gosmtp) on 127.0.0.1:12541-12543 in ROUNDS (3) rounds of SHAPES ("a b c"),
@@ -22,7 +28,9 @@
 
 GO       ?= go
 FUZZTIME ?= 20s
-NESTED   ?= examples/metrics examples/queue
+NESTED   ?= internal/testenv mailauth milter examples/metrics examples/queue interop
+# nested modules with fuzz targets of their own
+FUZZED   ?= mailauth milter
 # modules with no tests of their own: vetted and built only (make load runs them)
 TOOLS    ?= bench/tools bench/peers/gosmtp
 
@@ -33,7 +41,7 @@ test: fmt-check vet
 		echo "== $$m (own module): vet, build"; \
 		(cd $$m && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) build -o /dev/null ./...); \
 	done
-	$(GO) test -race -count=1 ./...
+	GOWORK=off $(GO) test -race -count=1 ./...
 	@set -e; for m in $(NESTED); do \
 		echo "== $$m (own module)"; \
 		(cd $$m && GOWORK=off $(GO) vet ./... && GOWORK=off $(GO) test -race -count=1 ./...); \
@@ -47,19 +55,21 @@ fmt-check:
 	fi
 
 vet:
-	$(GO) vet ./...
+	GOWORK=off $(GO) vet ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 fuzz:
 	@set -e; n=0; \
-	for pkg in $$($(GO) list ./...); do \
-		list=$$($(GO) test -list '^Fuzz' "$$pkg") || { echo "$$list"; exit 1; }; \
-		for target in $$(echo "$$list" | grep '^Fuzz' || true); do \
-			n=$$((n + 1)); \
-			echo "== $$pkg $$target for $(FUZZTIME)"; \
-			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s "$$pkg"; \
+	for m in . $(FUZZED); do \
+		for pkg in $$(cd $$m && GOWORK=off $(GO) list ./...); do \
+			list=$$(cd $$m && GOWORK=off $(GO) test -list '^Fuzz' "$$pkg") || { echo "$$list"; exit 1; }; \
+			for target in $$(echo "$$list" | grep '^Fuzz' || true); do \
+				n=$$((n + 1)); \
+				echo "== $$pkg $$target for $(FUZZTIME)"; \
+				(cd $$m && GOWORK=off $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s "$$pkg"); \
+			done; \
 		done; \
 	done; \
 	echo "== $$n fuzz targets run for $(FUZZTIME) each"

@@ -68,6 +68,9 @@ func (c *conn) cmdAuth(args string) error {
 	a := &authAttempt{c: c, mech: mech}
 	err := a.exchange(c.newMechanism(a), initial)
 	switch {
+	case err == errAuthAborted && a.hookErr != nil:
+		c.countAuthFailure(a.authcID) // refused, then gone: still a failed guess
+		return nil
 	case err == errAuthAborted:
 		return nil
 	case err != nil:
@@ -101,7 +104,7 @@ func (a *authAttempt) decide(granted string, err error) error {
 func (a *authAttempt) exchange(server sasl.Server, initial []byte) error {
 	resp := initial
 	for {
-		challenge, done, err := server.Next(resp)
+		challenge, done, err := a.next(server, resp)
 		switch {
 		case err != nil && a.hookErr != nil:
 			return a.hookErr
@@ -112,13 +115,29 @@ func (a *authAttempt) exchange(server sasl.Server, initial []byte) error {
 		case done:
 			return nil
 		}
-		if resp, err = a.c.challenge(base64.StdEncoding.EncodeToString(challenge)); err != nil {
-			if a.hookErr != nil && err != errAuthAborted {
-				return a.hookErr // refused already: cancelling now does not escape the failure's count and delay
-			}
+		resp, err = a.c.challenge(base64.StdEncoding.EncodeToString(challenge))
+		switch {
+		case a.hookErr != nil && err != errAuthAborted:
+			// Refused already: this was the mechanism's error challenge (RFC 7628
+			// 3.2.2), and whatever the client answers — %x01, "*", anything — the
+			// refusal stands, with its count and its delay.
+			return a.hookErr
+		case err != nil:
 			return err
 		}
 	}
+}
+
+// next is server.Next that turns a panic of the mechanism's code on a client's
+// response into a syntax error: a bad response is a 501, never a 421.
+func (a *authAttempt) next(server sasl.Server, resp []byte) (challenge []byte, done bool, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			a.c.log().Warn("SASL mechanism failed on a response", "mechanism", a.mech, "panic", fmt.Sprint(v))
+			challenge, done, err = nil, false, fmt.Errorf("AUTH %s: bad response: %w", a.mech, SMTPError501)
+		}
+	}()
+	return server.Next(resp)
 }
 
 // challenge sends a 334 with prompt and reads the response: one line, decoded. "*"
@@ -187,15 +206,20 @@ func (c *conn) authFailed(authcID string, err error) error {
 	if se, _ := asSMTPError(err); se.Code != 535 {
 		return err
 	}
-	c.authFailures++
-	c.srv.stats.AuthFailures.Add(1)
-	c.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", c.authFailures)
+	c.countAuthFailure(authcID)
 	c.authDelay()
 	if max := c.cfg.maxAuthFailures; max > 0 && c.authFailures >= max {
 		c.srv.stats.limit(&c.srv.stats.MaxAuthFailures)
 		return fmt.Errorf("%d failed AUTH attempts: %w", c.authFailures, errAuthFailures)
 	}
 	return err
+}
+
+// countAuthFailure counts and logs a refused AUTH.
+func (c *conn) countAuthFailure(authcID string) {
+	c.authFailures++
+	c.srv.stats.AuthFailures.Add(1)
+	c.log().Info("authentication failed", "authentication_id", excerpt(authcID), "failures", c.authFailures)
 }
 
 // authDelay holds a failed AUTH's reply back for AuthFailureDelay (less when the

@@ -127,7 +127,7 @@ func (c *conn) dispatch(text []byte) {
 		cmd = nil // an extension that is off is an unknown command
 	}
 	if c.bdat != nil && verb != "BDAT" && verb != "NOOP" {
-		c.resetTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else abandons it
+		c.resetTransaction() // RFC 3030: a BDAT transfer ends with LAST; anything else but NOOP abandons it
 	}
 	switch {
 	case c.needsTLS(cmd):

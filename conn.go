@@ -32,6 +32,7 @@ type conn struct {
 	w        *bufio.Writer // nil while idle (see releaseWriter)
 	tlsState *tls.ConnectionState
 	state    atomic.Int32 // a connState
+	greeted  atomic.Bool  // the 220 banner went out: replies before it are greetings, never with an enhanced code
 
 	dmu          sync.Mutex // guards the read deadline: the session sets it, Shutdown and stress mode shorten it
 	lineDeadline time.Time  // the deadline of the request read now; zero: none
@@ -61,7 +62,7 @@ type conn struct {
 	junk         int      // junk commands since the last delivered message (MaxJunkCommands)
 	overshoot    int      // RCPTs of this transaction refused past MaxRecipients
 	commands     int      // command lines read
-	transactions int      // MAIL FROM commands accepted: Message.ID's counter
+	transactions int      // MAIL FROM commands that reached OnMailFrom: Message.ID's counter
 	params       []string // the ESMTP parameters of the MAIL or RCPT whose hook runs
 	reserved     int      // bytes of MaxBufferedData this session holds
 	xfer         transfer // the message being received
@@ -165,6 +166,7 @@ func (c *conn) welcome() bool {
 	if !c.enter(connActive) {
 		return false
 	}
+	c.greeted.Store(true)
 	c.sendText(220, oneLine(s.LocalResponse))
 	return true
 }

@@ -177,6 +177,9 @@ func (c *conn) finish(t *transfer) error {
 	if !t.started && t.failed == nil {
 		t.failed = c.startData(t) // an empty message: the end is its first line
 	}
+	if t.header.finish() && t.stream == nil { // a message that is a header section alone
+		c.s.Envelope.TLSRequiredNo = t.header.tlsRequiredNo
+	}
 	failed := t.failed
 	if failed == nil {
 		failed = c.strictRefusal(t)

@@ -296,3 +296,29 @@ func TestEnhancedInvalidHookCodeGetsClassDefault(t *testing.T) {
 		c.enhCmd("RCPT TO:<b@example.com>", "550 5.0.0 Go away")
 	}
 }
+
+// TestEnhancedCodesNeverInGreeting: a refusal at connect takes the greeting's
+// place, and RFC 2034 3 keeps enhanced codes out of the greeting — a hook's own
+// code included (as Postfix, which a milter's refusal at connect showed).
+func TestEnhancedCodesNeverInGreeting(t *testing.T) {
+	h := newBdatHandler()
+	refuse := &SMTPError{Code: 554, EnhancedCode: "5.7.1", Message: "not accepting connections"}
+	addr := serve(t, &Server{Handler: &connectRefuser{bdatHandler: h, err: refuse}, EnhancedStatusCodes: true})
+	c := dial(t, addr)
+	require.Equal(t, "554 not accepting connections\r\n", c.rawLine())
+	c.expectClosed()
+
+	addr = serve(t, &Server{EnhancedStatusCodes: true, MaxConnectionsPerIP: 1})
+	first := dialGreeted(t, addr)
+	second := dial(t, addr)
+	require.Equal(t, "421 "+errPerIP.Message+"\r\n", second.rawLine())
+	first.enhCmd("NOOP", "250 2.0.0 OK") // after the greeting, codes as usual
+}
+
+// connectRefuser is a bdatHandler whose OnConnect returns err.
+type connectRefuser struct {
+	*bdatHandler
+	err error
+}
+
+func (h *connectRefuser) OnConnect(*Session) error { return h.err }

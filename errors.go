@@ -11,20 +11,22 @@ import (
 // EnhancedCode and Message. It is the port of Ruby's Smtpd???Exception classes.
 //
 // A Message with line breaks is sent as a multi-line reply; CR never reaches the
-// client. An EnhancedCode that is not RFC 3463 syntax (class.subject.detail, the
-// class equal to Code's first digit, 1-3 digits each) is dropped, so no hook can
-// inject a reply line through it. An empty EnhancedCode sends none (the predefined
-// errors have none, as in MidiSmtpServer), or with Server.EnhancedStatusCodes the
-// code of the reply's meaning (the predefined ones) or its class default (X.0.0). OnMailFrom,
-// OnRcptTo, OnMessage and OnUnknown may also return one with a success code (2xx or
-// 3xx) to succeed with that reply instead of the default one.
+// client. The EnhancedCode is sent only while Server.EnhancedStatusCodes is on
+// (RFC 2034), a program's own as the predefined ones'; then a reply whose
+// EnhancedCode is empty, or not RFC 3463 syntax (class.subject.detail, the class
+// equal to Code's first digit, 1-3 digits each), gets its class default X.0.0
+// instead, so no hook can inject a reply line through it. OnMailFrom, OnRcptTo,
+// OnMessage and OnUnknown may also return one with a success code (2xx or 3xx) to
+// succeed with that reply instead of the default one.
 type SMTPError struct {
 	Code         int    // reply code: 400..599 for an error, 200..399 for a success reply
 	EnhancedCode string // RFC 3463 status code such as "5.1.1" (class matching Code), or "": sent only with EnhancedStatusCodes
 	Message      string // reply text
 }
 
-// Error returns the reply as the client sees it, e.g. "550 Requested action not taken: mailbox unavailable".
+// Error returns the reply line as a client sees it with EnhancedStatusCodes on:
+// code, enhanced code (when set) and text, e.g. "550 5.1.1 Requested action not
+// taken: mailbox unavailable". It is what the log shows of a hook's error.
 func (e *SMTPError) Error() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(e.Code))
@@ -41,8 +43,9 @@ func (e *SMTPError) Error() string {
 func (e *SMTPError) Temporary() bool { return e.Code >= 400 && e.Code < 500 }
 
 // The predefined replies, one for every exception class of MidiSmtpServer, with its
-// texts and the RFC 3463 code of its meaning, sent while Server.EnhancedStatusCodes
-// is on. Each is a plain value: a copy sends the same reply.
+// texts (but SMTPError421's, which is RFC 5321's) and the RFC 3463 code of its
+// meaning, sent while Server.EnhancedStatusCodes is on. Each is a plain value: a
+// copy sends the same reply. They are shared: do not modify them.
 var (
 	// SMTPError421 closes the connection after the reply.
 	SMTPError421 = &SMTPError{Code: 421, EnhancedCode: "4.3.2", Message: "Service not available, closing transmission channel"}

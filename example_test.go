@@ -289,3 +289,24 @@ func ExampleMessageStreamer() {
 	// end of data: 552 "Requested mail action aborted: exceeded storage allocation"
 	// QUIT: <nil>
 }
+
+// misspelledHandler means to refuse a recipient, but OnRcpt is no hook: it
+// compiles (the embedded BaseHandler supplies OnRcptTo) and is never called.
+type misspelledHandler struct {
+	smtpd.BaseHandler
+}
+
+func (misspelledHandler) OnRcpt(s *smtpd.Session, to string) (string, error) {
+	return "", smtpd.SMTPError550
+}
+
+// CheckHandler finds the methods of a handler that are named like hooks but that
+// the server never calls. Start logs each at Warn, and smtptest.NewServer fails
+// the test on them.
+func ExampleCheckHandler() {
+	fmt.Println(smtpd.CheckHandler(misspelledHandler{}))
+	fmt.Println(smtpd.CheckHandler(MyHandler{}))
+	// Output:
+	// smtpd: smtpd_test.misspelledHandler.OnRcpt is no hook and is never called; did you mean OnRcptTo?
+	// <nil>
+}

@@ -16,8 +16,12 @@ import "io"
 // different sessions run concurrently.
 //
 // A Handler may also implement the optional interfaces MessageStreamer,
-// RecipientHandler, DataCommandHandler and ResetHandler; the server finds them by
-// type assertion, as net/http finds http.Flusher.
+// RecipientHandler, DataCommandHandler, ResetHandler, TokenAuthHandler and
+// ExternalAuthHandler; the server finds them by type assertion, as net/http finds
+// http.Flusher. A method named like a hook that the server never calls (a
+// misspelling such as OnRcpt, or an optional hook with the wrong signature)
+// compiles, since the embedded BaseHandler supplies the real hook: CheckHandler
+// reports it, and Start logs it at Warn.
 type Handler interface {
 	// OnConnect runs when a client connects, before the banner. It may change
 	// s.LocalResponse and s.HeloResponse. An error refuses the connection: its reply
@@ -27,8 +31,11 @@ type Handler interface {
 	OnDisconnect(s *Session)
 	// OnHelo runs on HELO and EHLO with the client's domain; it may change s.HeloResponse.
 	OnHelo(s *Session, helo string) error
-	// OnAuth checks credentials. A non-empty return becomes s.AuthorizationID; else the
+	// OnAuth checks the credentials of the PLAIN and LOGIN mechanisms (LOGIN sends
+	// no authorizationID). A non-empty return becomes s.AuthorizationID; else the
 	// requested authorizationID, else authenticationID. Return SMTPError535 to deny.
+	// Tokens (OAUTHBEARER, XOAUTH2) go to TokenAuthHandler, client certificates
+	// (EXTERNAL) to ExternalAuthHandler: see Server.AuthMechanisms.
 	OnAuth(s *Session, authorizationID, authenticationID, password string) (string, error)
 	// OnMailFrom runs on MAIL FROM with the reverse-path without angle brackets ("" for
 	// <>). A non-empty return replaces it in s.Envelope.From.
@@ -107,10 +114,10 @@ type DataCommandHandler interface {
 // ResetHandler is an optional interface of a Handler: OnReset runs when a
 // transaction that MAIL FROM began ends, however it ends — its message answered
 // (250 or an error, the server's own refusals included), RSET, a new
-// HELO/EHLO/LHLO, STARTTLS, XCLIENT, a command other than BDAT in the middle of a
-// BDAT transfer, or the connection ending (then before OnDisconnect). s.Envelope
-// and s.Message still hold the transaction while it runs. It is the place of a
-// filter's end of transaction (the milter protocol's SMFIC_ABORT).
+// HELO/EHLO/LHLO, STARTTLS, XCLIENT, a command other than BDAT or NOOP in the
+// middle of a BDAT transfer, or the connection ending (then before OnDisconnect).
+// s.Envelope and s.Message still hold the transaction while it runs. It is the
+// place of a filter's end of transaction (the milter protocol's SMFIC_ABORT).
 type ResetHandler interface {
 	OnReset(s *Session)
 }

@@ -51,6 +51,18 @@ func (h *headerWatch) line(d dataLine) bool {
 	return false
 }
 
+// finish ends the watch at the end of the data: a message may be a header
+// section alone, with no empty line (RFC 5322 3.5). It reports true when the
+// section ended only now.
+func (h *headerWatch) finish() bool {
+	if h.done {
+		return false
+	}
+	h.endField()
+	h.done, h.head = true, nil
+	return true
+}
+
 // endField ends the field being unfolded: a TLS-Required field whose value is "No"
 // (any case, RFC 8689 5) sets tlsRequiredNo.
 func (h *headerWatch) endField() {

@@ -7,7 +7,7 @@ package smtpd
 // The helpers that start a server, find free ports or wrap a locked buffer live
 // here, one of each kind, for every in-package test to build on (rather than a new
 // one per file): serve and serveUntilClosed (Serve), startServer (Start), and on
-// them tlsServe, tlsStartServer, authServe, clientsServe; freePorts; lockedBuffer,
+// them tlsServe, tlsStartServer, authServe; freePorts; lockedBuffer,
 // injectionConn. Set SMTPD_TEST_LOG=1 to see the servers' logs (Debug included) on
 // stderr.
 
@@ -193,25 +193,6 @@ func authServe(t *testing.T, mode AuthMode, h *secHandler, mod func(*Server)) st
 		mod(srv)
 	}
 	return serve(t, srv)
-}
-
-// clientsServe serves a secHandler with the given modes (through tlsServe unless TLS
-// is forbidden) and returns the server, the handler and the address; mods, in order,
-// set more options before the server starts.
-func clientsServe(t *testing.T, tlsMode TLSMode, authMode AuthMode, mods ...func(*Server)) (*Server, *secHandler, string) {
-	t.Helper()
-	h := newSecHandler()
-	srv := &Server{Handler: h, TLSMode: tlsMode, AuthMode: authMode}
-	for _, mod := range mods {
-		mod(srv)
-	}
-	var addr string
-	if tlsMode == TLSForbidden {
-		addr = serve(t, srv)
-	} else {
-		addr, _ = tlsServe(t, srv)
-	}
-	return srv, h, addr
 }
 
 // freePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment ago.

@@ -46,12 +46,27 @@ func CheckHandler(h Handler) error {
 			errs = append(errs, err)
 		}
 	}
+	if t.Kind() != reflect.Pointer { // a hook with a pointer receiver is not in a value's method set
+		pt := reflect.PointerTo(t)
+		for i := range pt.NumMethod() {
+			name := pt.Method(i).Name
+			if _, inValue := t.MethodByName(name); !inValue && isHookName(name) {
+				errs = append(errs, fmt.Errorf("smtpd: %s.%s is never called: its receiver is a pointer but the Handler is a %s value; use &%s{...}",
+					t, name, t, t))
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// isHookName reports whether a method name looks like a hook: "On" and an upper-case letter.
+func isHookName(name string) bool {
+	return len(name) >= 3 && strings.HasPrefix(name, "On") && name[2] >= 'A' && name[2] <= 'Z'
 }
 
 // checkHookMethod checks one method name of handler type t.
 func checkHookMethod(t reflect.Type, name string) error {
-	if len(name) < 3 || !strings.HasPrefix(name, "On") || name[2] < 'A' || name[2] > 'Z' {
+	if !isHookName(name) {
 		return nil
 	}
 	if _, ok := reflect.TypeFor[Handler]().MethodByName(name); ok {

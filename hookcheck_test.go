@@ -43,3 +43,15 @@ func TestCheckHandler(t *testing.T) {
 	require.NoError(t, smtpd.CheckHandler(smtpd.BaseHandler{}))
 	require.NoError(t, smtpd.CheckHandler(&smtpd.BaseHandler{}))
 }
+
+type pointerHooks struct{ smtpd.BaseHandler }
+
+func (*pointerHooks) OnMessageStream(*smtpd.Session, io.Reader) error { return nil }
+
+// An optional hook with a pointer receiver on a Handler passed as a value is
+// never called (the compiler catches it only for Handler's own methods).
+func TestCheckHandlerPointerReceiver(t *testing.T) {
+	err := smtpd.CheckHandler(pointerHooks{})
+	require.ErrorContains(t, err, "smtpd_test.pointerHooks.OnMessageStream is never called: its receiver is a pointer")
+	require.NoError(t, smtpd.CheckHandler(&pointerHooks{}))
+}

@@ -188,10 +188,15 @@ func TestIdleSessionHoldsNoBuffers(t *testing.T) {
 		return connState(cn.state.Load()) == connIdle
 	}, testTimeout, 5*time.Millisecond)
 	time.Sleep(keepBuffers + 200*time.Millisecond)
-	// The session is blocked in its small read; its fields are not written meanwhile.
-	require.Nil(t, cn.r.br, "read buffer")
-	require.Nil(t, cn.r.long, "long-line buffer")
-	require.Nil(t, cn.w, "reply buffer")
+	// The session is blocked in its small read. It gave its buffers back before it
+	// set the line's deadline again under dmu: taking dmu orders those writes before
+	// these reads.
+	cn.dmu.Lock()
+	br, long, w := cn.r.br, cn.r.long, cn.w
+	cn.dmu.Unlock()
+	require.Nil(t, br, "read buffer")
+	require.Nil(t, long, "long-line buffer")
+	require.Nil(t, w, "reply buffer")
 	c.cmd("NOOP", 250)
 }
 

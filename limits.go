@@ -181,7 +181,7 @@ func (c *conn) accepted(size, rcpts int) {
 	if !c.cfg.logger.Enabled(context.Background(), slog.LevelInfo) {
 		return // the session's logger is not even made
 	}
-	c.log().LogAttrs(context.Background(), slog.LevelInfo, "message accepted",
+	c.log().LogAttrs(context.Background(), slog.LevelInfo, "message accepted", slog.String("id", c.s.Message.ID),
 		slog.String("from", excerpt(c.s.Envelope.From)), slog.Int("rcpts", rcpts),
 		slog.Int("bytes", size), slog.Duration("duration", time.Since(c.s.Message.ReceivedAt).Round(time.Millisecond)))
 }

@@ -81,7 +81,10 @@ func (srv *Server) bindAndServe() error {
 
 // Serve accepts connections on l and serves each in its own goroutine until the
 // server is shut down or closed; it then returns ErrServerClosed. It needs no Start;
-// Hosts, Ports and ImplicitTLSPorts are ignored (STARTTLS works as configured).
+// Hosts, Ports and ImplicitTLSPorts are ignored (STARTTLS works as configured). A
+// TLS listener (tls.NewListener) serves implicit TLS with its own configuration:
+// each connection's handshake comes first, within IOCmdTimeout, and Close never
+// waits on one.
 func (srv *Server) Serve(l net.Listener) error {
 	if err := srv.init(); err != nil {
 		return err

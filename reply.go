@@ -29,8 +29,8 @@ func (c *conn) sendText(code int, text string) {
 // off; else its own, or its class default when it has none (or an invalid one).
 func (c *conn) enhancedCode(r *SMTPError) string {
 	switch {
-	case !c.cfg.enhancedCodes:
-		return "" // RFC 2034: only once the extension is announced
+	case !c.cfg.enhancedCodes || !c.greeted.Load():
+		return "" // RFC 2034: only with the extension on, and never in the greeting (a refusal at connect included)
 	case validEnhanced(r.Code, r.EnhancedCode):
 		return r.EnhancedCode
 	}

@@ -35,7 +35,8 @@ type AuthMode int
 const (
 	// AuthForbidden (the default): no AUTH keyword; the AUTH command is answered 500.
 	AuthForbidden AuthMode = iota
-	// AuthOptional offers AUTH LOGIN PLAIN; mail may be sent without it.
+	// AuthOptional offers AUTH with Server.AuthMechanisms (LOGIN and PLAIN by
+	// default); mail may be sent without it.
 	AuthOptional
 	// AuthRequired offers AUTH; MAIL, RCPT and DATA get "530 Authentication required"
 	// until it succeeded.
@@ -59,8 +60,7 @@ const (
 // Server is an SMTP server. Set its exported fields, then call Start (or Serve); the
 // fields must not change after that: they are read once, at the first Start, Serve,
 // Shutdown or Close, so a Server whose options were refused stays refused (make a new
-// one). The zero value serves 127.0.0.1:2525 with
-// BaseHandler.
+// one). The zero value serves 127.0.0.1:2525 with BaseHandler.
 type Server struct {
 	// Handler receives the session events; nil means BaseHandler.
 	Handler Handler
@@ -102,12 +102,18 @@ type Server struct {
 	// MaxMessageSize is the largest message, in bytes after dot-unstuffing, that is
 	// stored; a larger one is read to its end and answered 552. 0 means 32 MiB, < 0 none.
 	MaxMessageSize int
-	// MaxRecipients is how many RCPT TO one transaction may have; one more is answered
-	// "452 Too many recipients". 0 means 1000, < 0 none.
+	// MaxRecipients is how many RCPT TO one transaction may have; each one more is
+	// answered "452 Too many recipients" (RFC 5321 4.5.3.1.10: the client sends the
+	// rest later). Those refusals count against MaxErrors only past another
+	// MaxRecipients of them in the transaction, as Postfix's
+	// smtpd_recipient_overshoot_limit. 0 means 1000, < 0 none.
 	MaxRecipients int
 	// MaxBufferedData is the total of message bytes all sessions together may hold in
 	// memory; a message that would pass it is read to its end, discarded, and
-	// answered 452 so that its sender retries later. 0 means 512 MiB, < 0 none.
+	// answered 452 so that its sender retries later. What counts is the capacity of
+	// the buffers holding data received (both copies while one grows); a SIZE= the
+	// client declared reserves nothing. Streamed messages (MessageStreamer) are not
+	// buffered. 0 means 512 MiB, < 0 none.
 	MaxBufferedData int
 	// MaxErrors is how many error replies (4xx/5xx) a session may get without
 	// delivering a message; one more is answered 421 and the connection closed
@@ -141,15 +147,19 @@ type Server struct {
 	// use Postfix's XCLIENT command to set the session's client attributes; others
 	// get 550. Empty: off (XCLIENT is then an unknown command).
 	XClientTrustedNetworks string
-	// Pipelining enables RFC 2920 PIPELINING. Off (the default), a command line that
-	// is followed in the input buffer by another complete line is refused with
-	// "500 Bad input, PIPELINING is not allowed".
+	// Pipelining enables RFC 2920 PIPELINING. Off (the default), a command line
+	// that is followed in the input buffer by any byte — the client sent more
+	// before it had the line's reply — is refused with "500 Bad input, PIPELINING
+	// is not allowed"; the last line of such a burst runs.
 	Pipelining bool
 	// Internationalization advertises and accepts 8BITMIME and SMTPUTF8.
 	Internationalization bool
 	// EnhancedStatusCodes advertises ENHANCEDSTATUSCODES (RFC 2034): every reply but
-	// the banner, the HELO/EHLO reply, 334 and 354 carries an RFC 3463 code. Off,
-	// replies are MidiSmtpServer's texts, with a hook's own EnhancedCode only.
+	// the banner, the HELO/EHLO reply, 334 and 354 carries an RFC 3463 code — the
+	// reply's EnhancedCode (a hook's own, or the predefined SMTPError's), else its
+	// class default X.0.0. Off, no reply carries one, a hook's own EnhancedCode
+	// neither (RFC 2034 allows codes only once the extension is announced), as in
+	// MidiSmtpServer.
 	EnhancedStatusCodes bool
 	// Chunking advertises CHUNKING and BINARYMIME (RFC 3030): BDAT <n> [LAST] sends
 	// the message in chunks of exactly n octets, never parsed as commands, without
@@ -201,8 +211,8 @@ type Server struct {
 	TLSClientCAs *x509.CertPool
 	// RequireTLS advertises REQUIRETLS (RFC 8689) to clients over TLS: "MAIL FROM
 	// ... REQUIRETLS" asks that the message travel over TLS only, and sets
-	// Envelope.RequireTLS; on a plaintext session it is answered 530 5.7.10. Off,
-	// REQUIRETLS is an unknown parameter (555).
+	// Envelope.RequireTLS; on a plaintext session it is answered 530 (5.7.10 with
+	// EnhancedStatusCodes). Off, REQUIRETLS is an unknown parameter (555).
 	RequireTLS bool
 	// TLSCipherSuites are the TLS 1.2 cipher suites offered, strongest first; nil means
 	// TLSCiphersAdvancedPlus. TLS 1.3 is always on; TLS 1.2 is the minimum.
@@ -254,10 +264,12 @@ func (srv *Server) Addrs() []net.Addr {
 	return append([]net.Addr(nil), srv.addrs...)
 }
 
-// Connections returns the number of open client connections, waiting ones included.
+// Connections returns the number of open client connections, waiting ones
+// included. It is Stats().ConnectionsOpen.
 func (srv *Server) Connections() int { return int(srv.connections.Load()) }
 
-// Processings returns the number of sessions being served (that got their banner).
+// Processings returns the number of sessions holding a processing slot (see
+// MaxProcessings): greeted, or about to be. It is Stats().SessionsActive.
 func (srv *Server) Processings() int { return int(srv.stats.SessionsActive.Load()) }
 
 // ActiveTLSConfig returns the TLS configuration in use (Ruby's ssl_context), e.g. to

@@ -13,7 +13,7 @@ type Envelope struct {
 	To           []string // forward-paths without angle brackets, in order
 	EncodingBody string   // "", "7bit", "8bitmime" or "binarymime" (MAIL FROM BODY=)
 	EncodingUTF8 string   // "" or "utf8" (MAIL FROM SMTPUTF8)
-	Size         int      // MAIL FROM SIZE= (RFC 1870), the size the client declared; 0 when not given
+	Size         int      // MAIL FROM SIZE= (RFC 1870), the size the client declared (a claim: it reserves nothing); 0 when not given
 
 	// With Server.RequireTLS (RFC 8689): the client sent MAIL FROM ... REQUIRETLS
 	// (over TLS): the message must be relayed over TLS only.
@@ -21,7 +21,8 @@ type Envelope struct {
 	// TLSRequiredNo reports that the message has a "TLS-Required: No" header field
 	// (RFC 8689 5): its sender asks relays to deliver it even where TLS fails. It is
 	// set once the header section has arrived: before OnDataHeaders and OnMessage on
-	// the buffered path, after OnMessageStream returned on the streaming path.
+	// the buffered path, after OnMessageStream returned on the streaming path (so
+	// a stream hook does not see it; LMTP's OnMessageRecipient does).
 	TLSRequiredNo bool
 
 	// With Server.DSN (RFC 3461):
@@ -44,15 +45,17 @@ type RecipientDSN struct {
 
 // Message is the message of the current transaction while it is received.
 type Message struct {
-	// ID names the message in logs, file names and queues: "<Session.ID>-<n>", n
-	// counting the session's transactions from 1. It is set when MAIL FROM is
-	// accepted (before OnMailFrom runs), so unique within the process, and kept
-	// until the transaction ends.
+	// ID names the message in logs, file names and queues: "<Session.ID>-<n>",
+	// unique within the process as Session.ID is. n counts, from 1, the session's
+	// MAIL FROM commands that passed the server's checks and reached OnMailFrom: ID
+	// is set before OnMailFrom runs (and cleared again if it refuses), kept until
+	// the transaction ends, and never reused, so a refused or abandoned transaction
+	// leaves a gap in the numbers.
 	ID          string
 	ReceivedAt  time.Time // when DATA was accepted (354)
 	DeliveredAt time.Time // when the final dot arrived
 	Headers     bool      // the empty line ending the header section has been seen
-	Bytesize    int       // len(Data) when OnMessage runs
+	Bytesize    int       // len(Data) when OnMessage runs; the bytes streamed, once OnMessageStream returned
 	CRLF        string    // the line end hooks should use when appending: "\r\n" (CRLFLeave: the last line's)
 	Data        []byte    // the message as received, dot-unstuffed, hook additions included
 }
@@ -82,7 +85,7 @@ type Session struct {
 
 	AuthorizationID  string
 	AuthenticationID string
-	AuthMechanism    string    // the SASL mechanism of the successful AUTH ("PLAIN", "LOGIN"); "" until then
+	AuthMechanism    string    // the SASL mechanism of the successful AUTH (MechanismPlain, ...); "" until then, and after XCLIENT LOGIN=
 	AuthenticatedAt  time.Time // zero until AUTH succeeded
 	EncryptedAt      time.Time // zero until TLS is on
 

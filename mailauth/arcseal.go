@@ -19,20 +19,25 @@ import (
 // ARC-Authentication-Results of its verdict, an ARC-Message-Signature over the
 // message, and an ARC-Seal over the chain.
 
-// DefaultSealHeaders are the fields an ARC-Message-Signature signs when present,
+// defaultSealHeaders are the fields an ARC-Message-Signature signs when present,
 // when Sealer.Headers is nil.
-var DefaultSealHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
+var defaultSealHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
 	"In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
 	"DKIM-Signature", "List-Id", "List-Unsubscribe"}
 
 // Sealer adds an ARC set to messages. Its zero value is not usable: set Domain,
 // Selector and Signer.
 type Sealer struct {
-	Domain   string        // d=: where the key is published
-	Selector string        // s=
-	Signer   crypto.Signer // *rsa.PrivateKey (rsa-sha256, 1024 bits or more) or ed25519.PrivateKey (ed25519-sha256)
-	Headers  []string      // fields the ARC-Message-Signature signs; nil: DefaultSealHeaders
-	Now      func() time.Time
+	Domain   string           // d=: where the key is published
+	Selector string           // s=
+	Signer   crypto.Signer    // *rsa.PrivateKey (rsa-sha256, 1024 bits or more) or ed25519.PrivateKey (ed25519-sha256)
+	Now      func() time.Time // nil: time.Now (t=)
+
+	// Headers are the fields the ARC-Message-Signature signs when present; nil:
+	// From, To, Cc, Subject, Date, Message-ID, Reply-To, In-Reply-To, References,
+	// MIME-Version, Content-Type, Content-Transfer-Encoding, DKIM-Signature,
+	// List-Id, List-Unsubscribe.
+	Headers []string
 }
 
 var errChainFailed = errors.New("mailauth: the ARC chain has already failed (cv=fail): no set is added")
@@ -123,7 +128,7 @@ func (s *Sealer) algorithm() (string, error) {
 func (s *Sealer) signedNames(fields []field) string {
 	want := s.Headers
 	if want == nil {
-		want = DefaultSealHeaders
+		want = defaultSealHeaders
 	}
 	var names []string
 	for _, name := range want {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 func loadRSA(t *testing.T, file string) *Sealer {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // sampleVerdict has every method, one of each kind of value.

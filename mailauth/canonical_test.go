@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // canonicalBodies are bodies whose canonical forms differ in the corners: trailing

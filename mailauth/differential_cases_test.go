@@ -5,8 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/midismtp/smtpd/internal/testenv"
 	"github.com/midismtp/smtpd/mailauth"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
 )
 
 // w builds a want map from method, verdict pairs.

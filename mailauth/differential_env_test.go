@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/midismtp/smtpd/internal/testenv"
 	"github.com/midismtp/smtpd/mailauth"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
 )
 
 // diffCase is one row group of the differential table. Its domain is name+".test", served

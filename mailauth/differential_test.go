@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd/internal/testenv"
 	"github.com/midismtp/smtpd/mailauth"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
 )
 
 // The differential table: every case's records are served by a private nsd, its message is

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 func TestParseDMARC(t *testing.T) {

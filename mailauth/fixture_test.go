@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // fixture is a private nsd serving the zones of this package's own tests, and the

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/midismtp/smtpd"
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 	"github.com/midismtp/smtpd/smtptest"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 func dnsErr(t *testing.T, err error) *net.DNSError {

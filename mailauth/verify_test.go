@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/midismtp/smtpd/mailauth/internal/testenv"
+	"github.com/midismtp/smtpd/internal/testenv"
 )
 
 // verifyCase is one message built by dkimpy (or OpenDKIM) and the verdict the

@@ -23,8 +23,8 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/internal/testenv/realmilter"
 	"github.com/midismtp/smtpd/milter"
-	"github.com/midismtp/smtpd/milter/internal/realmilter"
 	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
@@ -81,7 +81,7 @@ func (h *realStore) quarantine(id string) (string, bool) {
 	return r, ok
 }
 
-// realStreamStore is store on the streaming path (smtpd.MessageStreamer).
+// realStreamStore is realStore on the streaming path (smtpd.MessageStreamer).
 type realStreamStore struct{ realStore }
 
 func (h *realStreamStore) OnMessageStream(s *smtpd.Session, r io.Reader) error {
@@ -100,7 +100,7 @@ type realReceiver struct {
 	store *realStore
 }
 
-// realOurs starts milter.Wrap with config c in front of a store (a streamStore
+// realOurs starts milter.Wrap with config c in front of a realStore (a realStreamStore
 // when stream is set) on a real smtpd server on 127.0.0.1.
 func realOurs(t *testing.T, c milter.Config, stream bool) realReceiver {
 	t.Helper()
@@ -113,7 +113,7 @@ func realOurs(t *testing.T, c milter.Config, stream bool) realReceiver {
 		st = &realStore{}
 		h = st
 	}
-	ts := smtptest.NewServer(t, milter.Wrap(h, c))
+	ts := smtptest.NewServer(t, milter.Wrap(h, c), func(s *smtpd.Server) { s.EnhancedStatusCodes = true }) // as Postfix, always
 	return realReceiver{addr: ts.Addr, ts: ts, store: st}
 }
 
@@ -162,14 +162,14 @@ func TestRealOpenDKIMSigns(t *testing.T) {
 	m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
 	for _, stream := range []bool{false, true} {
 		r := realOurs(t, realMilters(m), stream)
-		msg := realmilter.Message("Hello Bob.\n\nA signed realMessage.\n")
+		msg := realmilter.Message("Hello Bob.\n\nA signed message.\n")
 		require.NoError(t, realmilter.Deliver(r.addr, msg))
 		got := r.one(t).Data
 		fs, body := realSplit(t, got)
-		require.Equal(t, "DKIM-Signature", fs[0].Name, "OpenDKIM inserts its realField first:\n%s", got)
+		require.Equal(t, "DKIM-Signature", fs[0].Name, "OpenDKIM inserts its field first:\n%s", got)
 		require.Contains(t, fs[0].Value, " d=example.test;")
-		require.True(t, bytes.HasSuffix(got, msg[bytes.Index(msg, []byte("From:")):]), "the realMessage follows unchanged:\n%s", got)
-		require.Equal(t, "Hello Bob.\r\n\r\nA signed realMessage.\r\n", string(body))
+		require.True(t, bytes.HasSuffix(got, msg[bytes.Index(msg, []byte("From:")):]), "the message follows unchanged:\n%s", got)
+		require.Equal(t, "Hello Bob.\r\n\r\nA signed message.\r\n", string(body))
 		ok, out := realmilter.DKIMVerify(t, got, dns.Addr)
 		require.True(t, ok, "dkimpy: %s\n%s", out, got)
 	}
@@ -209,7 +209,7 @@ func TestRealOpenDKIMLeadingSpace(t *testing.T) {
 
 	stripped := realSignStripped(t, m, realLeadingSpaceMsg)
 	ok, out = realmilter.DKIMVerify(t, stripped, dns.Addr)
-	require.False(t, ok, "control: a signature over realValues without their leading space must fail, dkimpy says %s\n%s", out, stripped)
+	require.False(t, ok, "control: a signature over values without their leading space must fail, dkimpy says %s\n%s", out, stripped)
 }
 
 // realSignStripped has m sign msg through go-milter's client driven by hand, giving
@@ -281,13 +281,15 @@ func TestRealOpenDKIMVerifies(t *testing.T) {
 // TestRealSpamAssassin: spamass-milter with spamd. Configured to mark (its default),
 // GTUBE gets the spam headers and SpamAssassin's report in place of the body (the
 // original attached: report_safe), and a clean message its X-Spam headers;
-// configured to reject at 15 points (-r 15), GTUBE (1000 points) is refused and
-// not stored. Both paths: buffering and streaming.
+// told not to modify (-m), GTUBE gets the X-Spam headers only; configured to
+// reject at 15 points (-r 15), GTUBE (1000 points) is refused and not stored.
+// Both paths: buffering and streaming.
 func TestRealSpamAssassin(t *testing.T) {
 	t.Parallel()
 	spamd := realSpamd(t)
 	mark := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd})
 	reject := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd, RejectScore: 15})
+	headersOnly := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: spamd, NoModify: true})
 	gtube := realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")
 	clean := realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")
 	for _, stream := range []bool{false, true} {
@@ -312,6 +314,14 @@ func TestRealSpamAssassin(t *testing.T) {
 			require.Empty(t, realmilter.Values(fs, "X-Spam-Flag"))
 			require.Equal(t, "Hello Bob.\r\n\r\nSee you on Monday.\r\n", string(body))
 			require.True(t, bytes.HasPrefix(got, clean[:bytes.Index(clean, []byte("\r\n\r\n"))]), "the fields added after the message's own:\n%s", got)
+
+			r = realOurs(t, realMilters(headersOnly), stream)
+			require.NoError(t, realmilter.Deliver(r.addr, gtube))
+			got = r.one(t).Data
+			fs, body = realSplit(t, got)
+			require.Equal(t, []string{" YES"}, realmilter.Values(fs, "X-Spam-Flag"))
+			require.Equal(t, "Buy now.\r\n"+realmilter.GTUBE+"\r\n", string(body), "-m: the body as sent")
+			require.True(t, bytes.HasPrefix(got, gtube[:bytes.Index(gtube, []byte("\r\n\r\n"))]), "-m: the fields as sent, then the X-Spam ones:\n%s", got)
 
 			r = realOurs(t, realMilters(reject), stream)
 			realRefused(t, realmilter.Deliver(r.addr, gtube), 550, "5.7.1 Blocked by SpamAssassin")
@@ -445,20 +455,24 @@ func realWaitID(t *testing.T, r *smtptest.Recorder, id string) []byte {
 }
 
 // TestRealPostfixDifferential sends the same messages through the same milters
-// behind Postfix 3.7 and behind milter.Wrap, and compares what each delivers:
-// the same header fields in the same places and the same body bytes, but for
-// what each server adds itself (Postfix's Received field), the DKIM-Signature
-// tags that change with the second (t=, b=: both signatures must verify with
-// dkimpy, and their other tags must be equal), and SpamAssassin's random MIME
-// boundary. The milters: OpenDKIM signing with simple canonicalization (every
-// byte of the signed fields counts), spamass-milter marking (headers added, the
-// body replaced for spam), and both in a row.
+// behind Postfix 3.7 and behind milter.Wrap, and compares the outcomes: the same
+// SMTP refusal, or delivered messages with the same header fields in the same
+// places and the same body bytes, but for what each server adds itself
+// (Postfix's Received field), the DKIM-Signature tags that change with the
+// second (t=, b=: both signatures must verify with dkimpy, or both fail when a
+// body was replaced after signing, and their other tags must be equal), and in
+// SpamAssassin's report its random MIME boundary and the time spamass-milter
+// wrote. The milters: OpenDKIM signing with simple canonicalization (every byte
+// of the signed fields counts), spamass-milter marking (fields added, the body
+// replaced for spam), both in a row, clamav-milter rejecting viruses and
+// replacing X-Virus fields, and rspamd.
 func TestRealPostfixDifferential(t *testing.T) {
 	t.Parallel()
 	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
 	dns := realmilter.StartNSD(t, key.Zone())
 	dkim := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key, Canonicalization: "simple/simple"})
 	spam := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: realSpamd(t)})
+	clam := realmilter.StartClamavMilter(t, realmilter.ClamavMilter{Clamd: realmilter.StartClamd(t), OnInfected: "Reject", AddHeader: "Replace"})
 	chains := []struct {
 		name  string
 		addrs []string
@@ -466,34 +480,68 @@ func TestRealPostfixDifferential(t *testing.T) {
 		{"opendkim", []string{dkim.Addr}},
 		{"spamass", []string{spam.Addr}},
 		{"opendkim+spamass", []string{dkim.Addr, spam.Addr}},
+		{"clamav", []string{clam.Addr}},
+		{"rspamd", []string{realRspamd(t).Addr}},
 	}
 	var lists [][]string
 	for _, c := range chains {
 		lists = append(lists, c.addrs)
 	}
 	pfAddrs, pfGot := realDiffPostfix(t, lists)
-	msgs := []struct {
-		name string
-		msg  []byte
-	}{
-		{"clean", realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")},
-		{"leading-space", realLeadingSpaceMsg},
-		{"gtube", realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")},
-	}
 	for i, c := range chains {
 		oursAddr, oursGot := realDiffOurs(t, c.addrs)
-		for _, m := range msgs {
+		for _, m := range realDiffMessages {
 			t.Run(c.name+"/"+m.name, func(t *testing.T) {
 				id := c.name + "." + m.name + "@example.test"
 				msg := realSetID(t, m.msg, id)
-				require.NoError(t, realmilter.Deliver(pfAddrs[i], msg), "Postfix")
-				require.NoError(t, realmilter.Deliver(oursAddr, msg), "milter.Wrap")
+				pfErr, oursErr := realmilter.Deliver(pfAddrs[i], msg), realmilter.Deliver(oursAddr, msg)
+				// Refused: the virus by clamav-milter, GTUBE by rspamd; no other.
+				if refused := c.name == "clamav" && m.name == "eicar" || c.name == "rspamd" && m.name == "gtube"; refused {
+					realSameRefusal(t, pfErr, oursErr)
+					return
+				}
+				require.NoError(t, pfErr, "Postfix")
+				require.NoError(t, oursErr, "milter.Wrap")
 				signed := slices.Contains(c.addrs, dkim.Addr)
 				replaced := slices.Contains(c.addrs, spam.Addr) && m.name == "gtube" // SpamAssassin's report
 				realCompare(t, realWaitID(t, pfGot, id), realWaitID(t, oursGot, id), dns.Addr, signed, !replaced)
 			})
 		}
 	}
+}
+
+// realDiffMessages are the messages of the differential test.
+var realDiffMessages = []struct {
+	name string
+	msg  []byte
+}{
+	{"clean", realmilter.Message("Hello Bob.\n\nSee you on Monday.\n")},
+	{"leading-space", realLeadingSpaceMsg},
+	{"gtube", realmilter.Message("Buy now.\n" + realmilter.GTUBE + "\n")},
+	{"eicar", realmilter.Message(string(realmilter.EICAR()) + "\n")},
+	// Fields the milters write themselves, already there: replaced, or added to.
+	{"forged-fields", realmilter.Message("Hello Bob.\n",
+		"X-Virus-Status: Clean (forged)",
+		"From: Alice <alice@example.test>",
+		"X-Spam-Status: No, score=-100 (forged)",
+		"To: Bob <bob@dest.test>",
+		"X-Virus-Scanned: forged",
+		"Subject: forged fields",
+		"X-Spam-Flag: NO",
+		"Date: Mon, 07 Dec 2026 20:00:00 +0000",
+		"X-Virus-Status: Clean (second, forged)",
+		"Message-ID: <forged@example.test>",
+	)},
+}
+
+// realSameRefusal checks that Postfix (pf) and milter.Wrap (ours) both refused a
+// message, with the same reply.
+func realSameRefusal(t *testing.T, pf, ours error) {
+	t.Helper()
+	var pfReply, oursReply *textproto.Error
+	require.ErrorAs(t, pf, &pfReply, "Postfix took the message milter.Wrap refused with %v", ours)
+	require.ErrorAs(t, ours, &oursReply, "milter.Wrap took the message Postfix refused with %v", pf)
+	require.Equal(t, pfReply.Error(), oursReply.Error(), "Postfix's (expected) and milter.Wrap's (actual) refusals differ")
 }
 
 // realSetID returns msg with its Message-ID field's value replaced by <id>.
@@ -615,19 +663,20 @@ func realCheckDefault(t *testing.T, r realReceiver, action milter.DefaultAction,
 	}
 }
 
+// realActions are the default actions the fault tests try.
 var realActions = []milter.DefaultAction{milter.TempFail, milter.Accept, milter.Reject}
 
-// TestRealFaultDown: a milter that is down gets the default action: one never
-// started (nothing listens on its port), and a real OpenDKIM killed (SIGKILL)
-// before the session.
+// TestRealFaultDown: a milter that is down gets the default action: nothing
+// listens on its port (a real OpenDKIM stopped before), or the real OpenDKIM was
+// killed (SIGKILL) before the session.
 func TestRealFaultDown(t *testing.T) {
 	t.Parallel()
 	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
-	for _, down := range []string{"never started", "killed"} {
+	for _, down := range []string{"nothing listens", "killed"} {
 		for _, action := range realActions {
 			t.Run(down+"/"+action.String(), func(t *testing.T) {
 				m := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
-				if down == "never started" {
+				if down == "nothing listens" {
 					m.Proc.Stop() // its port is then free: nothing answers there
 				} else {
 					require.NoError(t, m.Proc.Signal(syscall.SIGKILL))
@@ -789,7 +838,7 @@ func TestRealFaultGarbage(t *testing.T) {
 			t.Run(name+"/"+action.String(), func(t *testing.T) {
 				t.Parallel()
 				addr := realGarbage(t, reply)
-				var logs realLog
+				var logs realmilter.Buffer
 				r := realOurs(t, milter.Config{Milters: []milter.Milter{realFaultTimeouts(addr)}, DefaultAction: action,
 					Logger: slog.New(slog.NewTextHandler(&logs, nil))}, false)
 				msg := realmilter.Message("Hello Bob.\n")
@@ -811,20 +860,63 @@ func TestRealFaultGarbage(t *testing.T) {
 	}
 }
 
-// realLog is a log's text, safe for concurrent writes.
-type realLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// TestRealPostfixFaults compares Postfix and milter.Wrap when a real milter
+// fails: OpenDKIM killed before the session (down), or stopped by SIGSTOP
+// (hung: 2-second timeouts on both sides), under each default action. Both must
+// end the transaction at the same step with the same reply (a refusal's text
+// included); with accept both deliver the message unfiltered, the same.
+func TestRealPostfixFaults(t *testing.T) {
+	t.Parallel()
+	key := realmilter.NewDKIMKey(t, "example.test", "sel1")
+	down := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
+	require.NoError(t, down.Proc.Signal(syscall.SIGKILL))
+	require.True(t, down.Proc.Wait(5*time.Second))
+	hung := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key})
+	require.NoError(t, hung.Proc.Signal(syscall.SIGSTOP))
+	t.Cleanup(func() { hung.Proc.Signal(syscall.SIGCONT) })
 
-func (l *realLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *realLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	faults := []struct {
+		name string
+		m    *realmilter.Milter
+	}{{"down", down}, {"hung", hung}}
+	type fcase struct {
+		fault  string
+		addr   string
+		action milter.DefaultAction
+	}
+	var cases []fcase
+	var listeners []realmilter.PostfixListener
+	for _, f := range faults {
+		for _, action := range realActions {
+			cases = append(cases, fcase{f.name, f.m.Addr, action})
+			listeners = append(listeners, realmilter.PostfixListener{Milters: f.m.Addr, Options: map[string]string{
+				"milter_default_action":  action.String(),
+				"milter_connect_timeout": "2s", "milter_command_timeout": "2s", "milter_content_timeout": "2s",
+			}})
+		}
+	}
+	sink := smtptest.NewServer(t, nil, func(s *smtpd.Server) { s.Internationalization = true })
+	pf := realmilter.StartPostfix(t, realmilter.Postfix{RelayTo: sink.Addr, Hostname: realDiffHost,
+		Listeners: listeners, Main: map[string]string{"smtpd_peername_lookup": "no"}})
+	for i, c := range cases {
+		t.Run(c.fault+"/"+c.action.String(), func(t *testing.T) {
+			t.Parallel()
+			ours := realOurs(t, milter.Config{Hostname: realDiffHost, DaemonName: realDiffHost,
+				Milters: []milter.Milter{realFaultTimeouts(c.addr)}, DefaultAction: c.action}, false)
+			id := c.fault + "." + c.action.String() + "@example.test"
+			msg := realSetID(t, realmilter.Message("Hello Bob.\n"), id)
+			pfOut, err := realmilter.Try(pf.Addrs[i], msg)
+			require.NoError(t, err, "Postfix")
+			oursOut, err := realmilter.Try(ours.addr, msg)
+			require.NoError(t, err, "milter.Wrap")
+			t.Logf("Postfix: %+v; milter.Wrap: %+v", pfOut, oursOut)
+			if pfOut.Code == 250 && oursOut.Code == 250 {
+				pfOut.Text, oursOut.Text = "", "" // each server's own words: "Ok: queued as ..."
+			}
+			require.Equal(t, pfOut, oursOut, "Postfix's (expected) and milter.Wrap's (actual) outcomes differ")
+			if c.action == milter.Accept {
+				realCompare(t, realWaitID(t, sink.Recorder, id), realWaitID(t, &ours.store.Recorder, id), "", false, false)
+			}
+		})
+	}
 }

@@ -114,12 +114,13 @@ func TestStageActions(t *testing.T) {
 		// connect: 5xx refuses with 554, 421 with 421; other 4xx answer MAIL (Postfix's smtpd_proto)
 		{"connect", "continue", nil, allOK, "", true, "-", nil},
 		{"connect", "accept", respond(gomilter.RespAccept), allOK, "", true, "-", []string{"helo", "mail", "eom"}},
-		{"connect", "reject", respond(gomilter.RespReject), []int{554}, "5.7.1 mx.test ESMTP not accepting connections", false, "", nil},
+		// At connect the refusal is the greeting: no enhanced code (RFC 2034 3), as Postfix.
+		{"connect", "reject", respond(gomilter.RespReject), []int{554}, "mx.test ESMTP not accepting connections", false, "", nil},
 		{"connect", "tempfail", respond(gomilter.RespTempFail), []int{220, 250, 451, 503, 503, 0}, "4.7.1 Service unavailable - try again later", false, "", []string{"helo", "mail"}},
 		{"connect", "discard", respond(gomilter.RespDiscard), allOK, "", true, "-", nil},
 		{"connect", "custom5xx", custom(550, "5.7.1 first line\nsecond line"), []int{554}, "", false, "", nil},
 		{"connect", "custom4xx", custom(450, "4.7.2 busy\nretry later"), []int{220, 250, 450, 503, 503, 0}, multiLine450, false, "", nil},
-		{"connect", "custom421", custom(421, "4.3.2 going down"), []int{421}, "4.7.1 mx.test Service unavailable - try again later", false, "", nil},
+		{"connect", "custom421", custom(421, "4.3.2 going down"), []int{421}, "mx.test Service unavailable - try again later", false, "", nil},
 		// HELO: a refusal does not refuse EHLO; it answers MAIL
 		{"helo", "continue", nil, allOK, "", true, "-", nil},
 		{"helo", "accept", respond(gomilter.RespAccept), allOK, "", true, "-", []string{"mail", "eom"}},

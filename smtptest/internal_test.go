@@ -129,7 +129,7 @@ func TestExpectClosed(t *testing.T) {
 
 type misspelledHandler struct{ Recorder }
 
-func (misspelledHandler) OnRcpt(*smtpd.Session, string) (string, error) { return "", nil }
+func (*misspelledHandler) OnRcpt(*smtpd.Session, string) (string, error) { return "", nil }
 
 // NewServer fails the test on a handler whose hook is misspelled.
 func TestNewServerRefusesMisspelledHook(t *testing.T) {

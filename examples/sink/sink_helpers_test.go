@@ -172,10 +172,21 @@ func sinkCode(err error) int {
 // sinkFreePort returns a port that was free a moment ago.
 func sinkFreePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	return sinkFreePorts(t, 1)[0]
+}
+
+// sinkFreePorts returns n distinct free ports: their listeners are open together,
+// so no two can be the same.
+func sinkFreePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var ports []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	return ports
 }
 
 // sinkTransaction sends one message on a client that has not yet said EHLO.

@@ -25,7 +25,8 @@ func TestMain(m *testing.M) {
 }
 
 func TestSinkSeveralListeners(t *testing.T) {
-	p1, p2 := sinkFreePort(t), sinkFreePort(t)
+	ports := sinkFreePorts(t, 2)
+	p1, p2 := ports[0], ports[1]
 	r := startSink(t, 2, "-ports", p1+":"+p2, "-quiet")
 	require.Equal(t, []string{"127.0.0.1:" + p1, "127.0.0.1:" + p2}, r.addrs)
 	for _, a := range r.addrs {
@@ -35,7 +36,8 @@ func TestSinkSeveralListeners(t *testing.T) {
 
 func TestSinkImplicitTLS(t *testing.T) {
 	dir := t.TempDir()
-	p1, p2 := sinkFreePort(t), sinkFreePort(t)
+	ports := sinkFreePorts(t, 2)
+	p1, p2 := ports[0], ports[1]
 	r := startSink(t, 2, "-ports", p1+":"+p2, "-tls", "optional", "-implicit-tls", p2, "-out", dir)
 
 	conn, err := tls.Dial("tcp", "127.0.0.1:"+p2, &tls.Config{InsecureSkipVerify: true})

@@ -1,7 +1,6 @@
 package realmilter
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Postfix configures a private Postfix instance that receives mail by SMTP on
@@ -34,6 +32,9 @@ type PostfixListener struct {
 	// Milters is its smtpd_milters: milter addresses separated by commas or
 	// spaces ("inet:127.0.0.1:PORT").
 	Milters string
+	// Options are more main.cf settings for this listener only (master.cf -o):
+	// milter_default_action, milter_command_timeout ...
+	Options map[string]string
 }
 
 // PostfixInstance is a running Postfix.
@@ -114,7 +115,7 @@ func PostfixVersion(t T) string {
 // are discarded.
 func StartPostfix(t T, c Postfix) *PostfixInstance {
 	t.Helper()
-	postfix, master := postfixNeed(t)
+	_, master := postfixNeed(t)
 	dir := instanceDir(t, "postfix")
 	conf, queue, data := filepath.Join(dir, "conf"), filepath.Join(dir, "queue"), filepath.Join(dir, "data")
 	for _, d := range []string{conf, queue, data} {
@@ -136,15 +137,19 @@ func StartPostfix(t T, c Postfix) *PostfixInstance {
 	for _, l := range c.Listeners {
 		port := freePort(t)
 		inst.Addrs = append(inst.Addrs, "127.0.0.1:"+strconv.Itoa(port))
-		master1 = append(master1, fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_milters=%s", port, strings.ReplaceAll(l.Milters, " ", ",")))
+		svc := fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_milters=%s", port, strings.ReplaceAll(l.Milters, " ", ","))
+		keys := make([]string, 0, len(l.Options))
+		for k := range l.Options {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			svc += fmt.Sprintf("\n  -o %s=%s", k, l.Options[k])
+		}
+		master1 = append(master1, svc)
 	}
 	writeFile(t, filepath.Join(conf, "master.cf"), strings.Join(master1, "\n")+"\n"+postfixMasterCf)
-	// "postfix check" makes the queue's directories, owned as Postfix wants.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, postfix, "-c", conf, "check").CombinedOutput(); err != nil {
-		t.Fatalf("realmilter: postfix check: %v: %s", err, out)
-	}
+	postfixQueue(t, queue, uid)
 	p, err := spawn("postfix", dir, []string{"MAIL_CONFIG=" + conf}, []string{filepath.Join(dir, "maillog")},
 		master, "-c", conf, "-d")
 	if err != nil {
@@ -158,6 +163,38 @@ func StartPostfix(t T, c Postfix) *PostfixInstance {
 		}
 	}
 	return inst
+}
+
+// postfixQueue makes the queue's directories, owned and protected as "postfix
+// check" (post-install create-missing) makes them, which takes seconds more.
+func postfixQueue(t T, queue string, uid int) {
+	t.Helper()
+	gid := -1
+	if g, err := user.LookupGroup("postdrop"); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	for _, d := range []struct {
+		name     string
+		uid, gid int
+		mode     os.FileMode
+	}{
+		{"active", uid, 0, 0o700}, {"bounce", uid, 0, 0o700}, {"corrupt", uid, 0, 0o700},
+		{"defer", uid, 0, 0o700}, {"deferred", uid, 0, 0o700}, {"flush", uid, 0, 0o700},
+		{"hold", uid, 0, 0o700}, {"incoming", uid, 0, 0o700}, {"private", uid, 0, 0o700},
+		{"saved", uid, 0, 0o700}, {"trace", uid, 0, 0o700}, {"pid", 0, 0, 0o755},
+		{"maildrop", uid, gid, 0o730}, {"public", uid, gid, 0o710},
+	} {
+		p := filepath.Join(queue, d.name)
+		if err := os.Mkdir(p, d.mode); err != nil {
+			t.Fatalf("realmilter: %v", err)
+		}
+		if err := os.Chown(p, d.uid, d.gid); err != nil {
+			t.Fatalf("realmilter: %v", err)
+		}
+		if err := os.Chmod(p, d.mode); err != nil { // not the umask's
+			t.Fatalf("realmilter: %v", err)
+		}
+	}
 }
 
 // postfixMainCf writes main.cf.

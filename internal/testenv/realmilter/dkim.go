@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -54,16 +55,28 @@ func (k *DKIMKey) Zone() Zone {
 	return Zone{Name: k.Domain, Records: []string{TXT(k.Selector+"._domainkey", k.Record())}}
 }
 
+// pythonPath is the Python python found, once found.
+var (
+	pythonMu   sync.Mutex
+	pythonPath string
+)
+
 // python finds a Python 3 that has dkimpy and dnspython (Debian: python3-dkim,
 // python3-dnspython): the system's, not one a version manager put first in PATH.
 func python(t T) string {
 	t.Helper()
+	pythonMu.Lock()
+	defer pythonMu.Unlock()
+	if pythonPath != "" {
+		return pythonPath
+	}
 	cands := []string{"/usr/bin/python3"}
 	if p, err := exec.LookPath("python3"); err == nil {
 		cands = append(cands, p)
 	}
 	for _, p := range cands {
 		if exec.Command(p, "-c", "import dkim, dns.resolver").Run() == nil {
+			pythonPath = p
 			return p
 		}
 	}

@@ -39,13 +39,30 @@ routines {
 }
 `
 
+// rspamdCache is where rspamd keeps its compiled Hyperscan databases (its TLD
+// list and regular expressions): the user's cache directory
+// ($XDG_CACHE_HOME/smtpd-realmilter/rspamd-hs, as Go's build cache), so that
+// only the first start on a machine compiles them (15 s and more), else the
+// instance's own db directory. rspamd checks each cached database and
+// recompiles one that does not fit its version or rules.
+func rspamdCache(instance string) string {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return instance
+	}
+	dir := filepath.Join(base, "smtpd-realmilter", "rspamd-hs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return instance
+	}
+	return dir
+}
+
 // StartRspamd starts rspamd (Debian: rspamd) with Debian's configuration
 // (/etc/rspamd/rspamd.conf) and local.d/override.d files of the test's
 // (--var LOCAL_CONFDIR): its normal, controller and proxy workers on 127.0.0.1,
 // the proxy in milter mode (Debian's worker-proxy.inc) scanning with the normal
-// worker; its state, logs and compiled-regexp cache in its instance directory.
-// The returned Milter is the proxy. Its first start compiles its TLD list and
-// regular expressions: some 15 s on two cores.
+// worker; its state and logs in its instance directory, its compiled-regexp
+// cache in rspamdCache. The returned Milter is the proxy.
 func StartRspamd(t T, c Rspamd) *Milter {
 	t.Helper()
 	bin := Need(t, "rspamd", "rspamd")
@@ -72,7 +89,8 @@ func StartRspamd(t T, c Rspamd) *Milter {
   timeout = 1s;
   retransmits = 1;
 }
-`, c.DNS.Addr))
+hs_cache_dir = "%s";
+`, c.DNS.Addr, rspamdCache(filepath.Join(dir, "db"))))
 	log := filepath.Join(dir, "log", "rspamd.log")
 	args := []string{bin, "-f", "-c", "/etc/rspamd/rspamd.conf",
 		"--var", "LOCAL_CONFDIR=" + local,

@@ -2,9 +2,11 @@ package realmilter
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
+	"net/textproto"
 	"strings"
 	"time"
 )
@@ -114,6 +116,57 @@ func Deliver(addr string, msg []byte) error {
 	}
 	c.Quit()
 	return nil
+}
+
+// Outcome is how an SMTP transaction ended: at which step, with which reply.
+type Outcome struct {
+	Step string // "greeting", "EHLO", "MAIL", "RCPT", "DATA" or "end of data"
+	Code int
+	Text string // the reply's text, lines joined by "\n"
+}
+
+// Try runs one transaction with net/textproto, as Deliver does, and returns
+// the first reply that refused it, or the reply to the message (250 when taken).
+// Errors are those of the connection, not refusals.
+func Try(addr string, msg []byte) (Outcome, error) {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	c := textproto.NewConn(conn)
+	steps := []struct {
+		step, cmd string
+		want      int
+	}{
+		{"greeting", "", 220},
+		{"EHLO", "EHLO client.test", 250},
+		{"MAIL", "MAIL FROM:<alice@example.test>", 250},
+		{"RCPT", "RCPT TO:<bob@dest.test>", 250},
+		{"DATA", "DATA", 354},
+		{"end of data", string(msg) + ".", 250},
+	}
+	for _, s := range steps {
+		if s.cmd != "" {
+			if err := c.PrintfLine("%s", s.cmd); err != nil {
+				return Outcome{}, err
+			}
+		}
+		code, text, err := c.ReadResponse(0)
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			err = nil
+		}
+		if err != nil {
+			return Outcome{}, fmt.Errorf("%s: %w", s.step, err)
+		}
+		if code != s.want || s.step == "end of data" {
+			c.PrintfLine("QUIT")
+			return Outcome{Step: s.step, Code: code, Text: text}, nil
+		}
+	}
+	panic("unreachable")
 }
 
 // DKIMTags returns a DKIM-Signature value as its tags without t= and b=

@@ -105,16 +105,19 @@ type suiteT struct {
 	sh *shared
 }
 
+// Fatalf records why the start failed, for the later tests, and fails this one.
 func (st *suiteT) Fatalf(format string, args ...any) {
 	st.sh.err = fmt.Sprintf(format, args...)
 	st.T.Fatalf(format, args...)
 }
 
+// Skipf records why the start was skipped, for the later tests, and skips this one.
 func (st *suiteT) Skipf(format string, args ...any) {
 	st.sh.skip = fmt.Sprintf(format, args...)
 	st.T.Skipf(format, args...)
 }
 
+// Cleanup leaves f to the suite's Close.
 func (st *suiteT) Cleanup(f func()) {
 	st.s.mu.Lock()
 	defer st.s.mu.Unlock()

@@ -6,7 +6,10 @@
 // temporary directory, from a configuration file this package writes, in the
 // foreground, on 127.0.0.1 and a free port. None of them uses anything
 // system-wide (no /run, no system sockets, no system DNS: every name they look up
-// goes to an NSD of the test's) and none talks to anything but loopback.
+// goes to an NSD of the test's) and none talks to anything but loopback: each is
+// checked for sockets beyond loopback before it is stopped. The one file kept
+// outside a temporary directory is rspamd's cache of compiled regular
+// expressions (see rspamdCache).
 //
 // A Start function waits until its daemon answers on its port, and stops it by
 // PID (SIGTERM, then SIGKILL of its process group) when the test ends. Programs
@@ -87,8 +90,7 @@ func Need(t T, name, pkg string) string {
 }
 
 // tempRoot is where every instance directory is made: the TMPDIR of the moment
-// the package was loaded, so that a test binary that points TMPDIR elsewhere (to
-// watch the milter client's spool files) does not see the daemons' files.
+// the package was loaded.
 var tempRoot = os.TempDir()
 
 // instanceDir makes a directory for one instance, searchable by every user (the
@@ -116,7 +118,7 @@ func writeFile(t T, path, content string) {
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago. A daemon
-// that then fails to bind it is started again on another (see startListening).
+// that then fails to bind it is started again on another (see start).
 func freePort(t T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -132,7 +134,7 @@ type Proc struct {
 	Name string // what it is, for messages: "opendkim", "spamd" ...
 	Dir  string // its instance directory
 	cmd  *exec.Cmd
-	out  *lockedBuffer // its standard output and error
+	out  *Buffer       // its standard output and error
 	logs []string      // log files it writes, shown when a test fails
 	done chan struct{} // closed when it exited
 	err  error         // its exit status, once done is closed
@@ -142,19 +144,22 @@ type Proc struct {
 	stopOnce sync.Once
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
+// Buffer is a bytes.Buffer safe for concurrent writes: a daemon's output, a
+// test's log.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+// String returns what was written.
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -166,7 +171,7 @@ func spawn(name, dir string, env []string, logs []string, argv ...string) (*Proc
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir, "TMPDIR=" + dir, "LANG=C"}, env...)
-	out := &lockedBuffer{}
+	out := &Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own group, so that stop reaches the workers it forks; and killed should
 	// the test binary die without cleaning up.

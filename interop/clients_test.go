@@ -1,60 +1,24 @@
-package smtpd
+package interop
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/smtp"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
 // Real SMTP clients we did not write, against the server over loopback. Each test
 // stores one message and compares it byte for byte.
-
-// clientsMessage is the message every client sends: CRLF line ends, lines that need
-// dot-stuffing, an empty line in the body, and a final CRLF.
-const clientsMessage = "From: a@example.com\r\n" +
-	"To: b@example.com\r\n" +
-	"Subject: real client\r\n" +
-	"\r\n" +
-	"first line\r\n" +
-	".leading dot\r\n" +
-	"..two dots\r\n" +
-	".\tdot and tab\r\n" +
-	"\r\n" +
-	"last line\r\n"
-
-// clientsTimeout bounds every external client run.
-const clientsTimeout = 30 * time.Second
-
-// clientsNeed returns the path of tool; a missing tool fails the test when CI is
-// set and skips it otherwise.
-func clientsNeed(t *testing.T, tool string) string {
-	t.Helper()
-	path, err := exec.LookPath(tool)
-	if err != nil {
-		clientsMissing(t, tool+" not found in PATH")
-	}
-	return path
-}
-
-func clientsMissing(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("CI is set and a real client is missing: %s", why)
-	}
-	t.Skip(why)
-}
 
 // clientsSwaks returns swaks's path; withTLS also checks swaks's STARTTLS support
 // (Debian: libnet-ssleay-perl, libio-socket-ssl-perl).
@@ -72,40 +36,6 @@ func clientsSwaks(t *testing.T, withTLS bool) string {
 	return path
 }
 
-// clientsFile writes content to a temporary file and returns its path.
-func clientsFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
-	return path
-}
-
-// clientsCertPEM writes the server's active certificate as PEM (a CA file for clients).
-func clientsCertPEM(t *testing.T, srv *Server) string {
-	t.Helper()
-	cfg := srv.ActiveTLSConfig()
-	require.NotNil(t, cfg)
-	var b bytes.Buffer
-	for _, der := range cfg.Certificates[0].Certificate {
-		require.NoError(t, pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	}
-	return clientsFile(t, "server.pem", b.String())
-}
-
-// clientsCheck waits for the one message and checks it and its session state.
-func clientsCheck(t *testing.T, h *secHandler, encrypted bool, authID string) {
-	t.Helper()
-	m := h.waitMessages(t, 1)[0]
-	require.Equal(t, clientsMessage, m.Data)
-	require.Equal(t, "a@example.com", m.From)
-	require.Equal(t, []string{"b@example.com"}, m.To)
-	snap := h.snapshots(t, 1)[0]
-	require.Equal(t, encrypted, snap.Encrypted)
-	require.Equal(t, encrypted, snap.TLSOK)
-	require.Equal(t, authID, snap.AuthenticationID)
-	require.Len(t, h.messages(), 1)
-}
-
 func TestClientsSwaks(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -118,9 +48,9 @@ func TestClientsSwaks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			swaks := clientsSwaks(t, tc.tls)
-			tlsMode, authMode := TLSForbidden, AuthForbidden
+			tlsMode, authMode := smtpd.TLSForbidden, smtpd.AuthForbidden
 			if tc.tls {
-				tlsMode, authMode = TLSRequired, AuthRequired
+				tlsMode, authMode = smtpd.TLSRequired, smtpd.AuthRequired
 			}
 			_, h, addr := clientsServe(t, tlsMode, authMode)
 			// swaks ends the data with "\r\n.\r\n" after removing a trailing dot
@@ -150,12 +80,12 @@ func TestClientsSwaks(t *testing.T) {
 	}
 	t.Run("TLS AUTH wrong password", func(t *testing.T) {
 		swaks := clientsSwaks(t, true)
-		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		_, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		out := cliRunFail(t, "", nil, swaks, "--server", addr, "--from", "a@example.com", "--to", "b@example.com",
 			"--tls", "--auth", "PLAIN", "--auth-user", authUser, "--auth-password", authWrong, "--timeout", "20")
 		require.Contains(t, out, "535 Authentication credentials invalid")
 		require.Equal(t, []secCall{{"", authUser, authWrong}}, h.authCalls())
-		require.Empty(t, h.messages())
+		require.Empty(t, h.Messages())
 	})
 }
 
@@ -170,9 +100,9 @@ func TestClientsPythonSmtplib(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			python := clientsNeed(t, "python3")
-			tlsMode, authMode := TLSForbidden, AuthForbidden
+			tlsMode, authMode := smtpd.TLSForbidden, smtpd.AuthForbidden
 			if tc.mode != "plain" {
-				tlsMode, authMode = TLSRequired, AuthRequired
+				tlsMode, authMode = smtpd.TLSRequired, smtpd.AuthRequired
 			}
 			srv, h, addr := clientsServe(t, tlsMode, authMode)
 			cafile := "-"
@@ -194,15 +124,15 @@ func TestClientsPythonSmtplib(t *testing.T) {
 	}
 	t.Run("STARTTLS verification against another CA fails", func(t *testing.T) {
 		python := clientsNeed(t, "python3")
-		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		_, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		host, port, err := net.SplitHostPort(addr)
 		require.NoError(t, err)
 		out := cliRunFail(t, "", nil, python, script, "starttls", host, port,
-			filepath.Join("testdata", "certs", "selfsigned.crt"), authUser, authPass,
+			filepath.Join(repoRoot, "testdata", "certs", "selfsigned.crt"), authUser, authPass,
 			"a@example.com", "b@example.com", clientsFile(t, "msg.eml", clientsMessage))
 		require.Contains(t, out, "CERTIFICATE_VERIFY_FAILED")
 		require.Empty(t, h.authCalls(), "no credentials sent over an unverified connection")
-		require.Empty(t, h.messages())
+		require.Empty(t, h.Messages())
 	})
 }
 
@@ -248,15 +178,10 @@ func (o *clientsOpenSSL) send(s string) {
 	require.NoError(o.t, err)
 }
 
-// clientsStuffed is clientsMessage dot-stuffed, as a raw client must send it.
-func clientsStuffed() string {
-	return regexp.MustCompile(`(?m)^\.`).ReplaceAllString(clientsMessage, "..")
-}
-
 func TestClientsOpenSSL(t *testing.T) {
 	t.Run("STARTTLS", func(t *testing.T) {
 		clientsNeed(t, "openssl")
-		srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		srv, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		o := clientsStartOpenSSL(t, "-starttls", "smtp", "-connect", addr, "-quiet", "-nocommands",
 			"-CAfile", clientsCertPEM(t, srv), "-verify_return_error", "-verify_ip", "127.0.0.1")
 		err := o.transactionStuffedAs("openssl.example")
@@ -265,7 +190,7 @@ func TestClientsOpenSSL(t *testing.T) {
 	})
 	t.Run("implicit TLS", func(t *testing.T) {
 		clientsNeed(t, "openssl")
-		srv, h, addr := cliImplicitServe(t, AuthRequired)
+		srv, h, addr := cliImplicitServe(t, smtpd.AuthRequired)
 		o := clientsStartOpenSSL(t, "-connect", addr, "-quiet", "-nocommands",
 			"-CAfile", clientsCertPEM(t, srv), "-verify_return_error", "-verify_ip", "127.0.0.1")
 		o.expect("220")
@@ -298,14 +223,15 @@ func clientsNetSMTPSend(t *testing.T, c *smtp.Client) {
 }
 
 func TestClientsGoNetSMTP(t *testing.T) {
-	srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
-	c, err := smtp.Dial(addr)
+	h := &secHandler{}
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) { s.TLSMode, s.AuthMode = smtpd.TLSRequired, smtpd.AuthRequired })
+	c, err := smtp.Dial(ts.Addr)
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.Hello("go.example"))
 	ok, _ := c.Extension("STARTTLS")
 	require.True(t, ok)
-	require.NoError(t, c.StartTLS(&tls.Config{RootCAs: tlsPoolOf(t, srv.ActiveTLSConfig()), ServerName: "127.0.0.1"}))
+	require.NoError(t, c.StartTLS(ts.ClientTLSConfig()))
 	ok, mechs := c.Extension("AUTH")
 	require.True(t, ok)
 	require.Equal(t, "LOGIN PLAIN", mechs)
@@ -314,10 +240,10 @@ func TestClientsGoNetSMTP(t *testing.T) {
 	clientsCheck(t, h, true, authUser)
 
 	t.Run("wrong password", func(t *testing.T) {
-		c, err := smtp.Dial(addr)
+		c, err := smtp.Dial(ts.Addr)
 		require.NoError(t, err)
 		defer c.Close()
-		require.NoError(t, c.StartTLS(&tls.Config{RootCAs: tlsPoolOf(t, srv.ActiveTLSConfig()), ServerName: "127.0.0.1"}))
+		require.NoError(t, c.StartTLS(ts.ClientTLSConfig()))
 		err = c.Auth(smtp.PlainAuth("", authUser, authWrong, "127.0.0.1"))
 		require.Error(t, err)
 		require.Contains(t, err.Error(), "535")

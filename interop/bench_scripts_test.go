@@ -1,4 +1,4 @@
-package smtpd
+package interop
 
 import (
 	"context"
@@ -47,7 +47,8 @@ func TestBenchLoadScriptSmoke(t *testing.T) {
 	}
 }
 
-// benchScript runs one of bench/'s scripts with env added and returns its output.
+// benchScript runs one of bench/'s scripts from the repository's root with env added
+// and returns its output.
 func benchScript(t *testing.T, script string, env ...string) string {
 	t.Helper()
 	if testing.Short() && os.Getenv("CI") == "" { // CI runs it always
@@ -57,6 +58,7 @@ func benchScript(t *testing.T, script string, env ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join("bench", script))
+	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "bench/%s:\n%s", script, out)

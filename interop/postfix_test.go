@@ -1,4 +1,4 @@
-package smtpd
+package interop
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/midismtp/smtpd"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,9 +41,10 @@ func TestPostfixRelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tools := postfixNeed(t)
-			srv := &Server{Chunking: tc.chunking, Pipelining: tc.pipelining, DSN: true,
-				EnhancedStatusCodes: true, Internationalization: true}
-			h, tr, port := postfixServe(t, srv)
+			h, tr, port := postfixServe(t, func(s *smtpd.Server) {
+				s.Chunking, s.Pipelining, s.DSN = tc.chunking, tc.pipelining, true
+				s.EnhancedStatusCodes, s.Internationalization = true, true
+			})
 			pf := postfixStart(t, tools, map[string]string{"relayhost": fmt.Sprintf("[127.0.0.1]:%d", port)})
 			msg := postfixBody("relay", 200<<10)
 			if tc.utf8 {
@@ -137,7 +139,7 @@ func TestPostfixRelay(t *testing.T) {
 			require.Equal(t, []string{"rcpt@x.test"}, m.Envelope.To)
 			require.Equal(t, "HDRS", m.Envelope.DSNRet)
 			require.Equal(t, "envid123", m.Envelope.DSNEnvID)
-			require.Equal(t, []RecipientDSN{{Notify: []string{"SUCCESS", "FAILURE"}, ORcpt: "rfc822;rcpt@x.test"}}, m.Envelope.DSNRecipients)
+			require.Equal(t, []smtpd.RecipientDSN{{Notify: []string{"SUCCESS", "FAILURE"}, ORcpt: "rfc822;rcpt@x.test"}}, m.Envelope.DSNRecipients)
 			// NOTIFY=SUCCESS handed to a DSN server: Postfix sends no "relayed" notice itself.
 			pf.waitRemoved(t, d.QueueID)
 			require.NotContains(t, pf.log(), d.QueueID+": sender delivery status notification")
@@ -167,9 +169,10 @@ func TestPostfixSizeLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tools := postfixNeed(t)
-			srv := &Server{MaxMessageSize: 2000, Chunking: tc.chunking, Pipelining: true, DSN: true,
-				EnhancedStatusCodes: true, Internationalization: true}
-			h, tr, port := postfixServe(t, srv)
+			h, tr, port := postfixServe(t, func(s *smtpd.Server) {
+				s.MaxMessageSize, s.Chunking, s.Pipelining, s.DSN = 2000, tc.chunking, true, true
+				s.EnhancedStatusCodes, s.Internationalization = true, true
+			})
 			settings := map[string]string{"relayhost": fmt.Sprintf("[127.0.0.1]:%d", port)}
 			if tc.hideSize {
 				settings["smtp_discard_ehlo_keywords"] = "size"
@@ -193,7 +196,7 @@ func TestPostfixSizeLimit(t *testing.T) {
 			_, sized := postfixParam(mails[0], "SIZE")
 			require.False(t, sized, "Postfix sent SIZE= with SIZE discarded: %q", mails[0])
 			require.Len(t, tr.received("DATA"), 1)
-			require.Contains(t, d.Text, "said: 552 5.3.4 "+SMTPError552.Message+" (in reply to end of DATA command)", d.Line)
+			require.Contains(t, d.Text, "said: 552 5.3.4 "+smtpd.SMTPError552.Message+" (in reply to end of DATA command)", d.Line)
 			require.Equal(t, 1, h.starts()) // the data began; the limit was passed later
 		})
 	}
@@ -207,9 +210,10 @@ func TestPostfixLMTP(t *testing.T) {
 	for _, chunking := range []bool{false, true} {
 		t.Run("CHUNKING "+map[bool]string{false: "off", true: "on"}[chunking], func(t *testing.T) {
 			tools := postfixNeed(t)
-			srv := &Server{LMTP: true, Chunking: chunking, Pipelining: true, DSN: true,
-				EnhancedStatusCodes: true, Internationalization: true}
-			h, tr, port := postfixServe(t, srv)
+			h, tr, port := postfixServe(t, func(s *smtpd.Server) {
+				s.LMTP, s.Chunking, s.Pipelining, s.DSN = true, chunking, true, true
+				s.EnhancedStatusCodes, s.Internationalization = true, true
+			})
 			pf := postfixStart(t, tools, map[string]string{"default_transport": fmt.Sprintf("lmtp:inet:127.0.0.1:%d", port)})
 			msg := strings.Replace(postfixBody("lmtp", 20<<10), "To: rcpt@x.test\n", "To: good@x.test, bad@x.test\n", 1)
 			pf.sendmail(t, "sender@sender.test", []string{"good@x.test", "bad@x.test"}, nil, msg)

@@ -1,4 +1,4 @@
-package smtpd
+package interop
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package smtpd
+package interop
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -135,27 +137,27 @@ func postfixParam(line, key string) (string, bool) {
 
 // postfixMessage is what postfixHandler stored of one message.
 type postfixMessage struct {
-	Envelope Envelope
+	Envelope smtpd.Envelope
 	Data     string
 }
 
 // postfixHandler records every message with its whole Envelope, counts OnDataStart,
 // and (LMTP) refuses each recipient whose local part is "bad".
 type postfixHandler struct {
-	BaseHandler
+	smtpd.BaseHandler
 	mu         sync.Mutex
 	dataStarts int
 	msgs       []postfixMessage
 }
 
-func (h *postfixHandler) OnDataStart(*Session) error {
+func (h *postfixHandler) OnDataStart(*smtpd.Session) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.dataStarts++
 	return nil
 }
 
-func (h *postfixHandler) OnMessage(s *Session) error {
+func (h *postfixHandler) OnMessage(s *smtpd.Session) error {
 	env := s.Envelope
 	env.To = slices.Clone(env.To)
 	env.DSNRecipients = slices.Clone(env.DSNRecipients)
@@ -169,14 +171,14 @@ func (h *postfixHandler) OnMessage(s *Session) error {
 }
 
 // OnMessageRecipient is RecipientHandler's hook (LMTP).
-func (h *postfixHandler) OnMessageRecipient(_ *Session, rcpt string) error {
+func (h *postfixHandler) OnMessageRecipient(_ *smtpd.Session, rcpt string) error {
 	if strings.HasPrefix(rcpt, "bad@") {
-		return &SMTPError{Code: 550, EnhancedCode: "5.1.1", Message: "no such user"}
+		return &smtpd.SMTPError{Code: 550, EnhancedCode: "5.1.1", Message: "no such user"}
 	}
 	return nil
 }
 
-var _ RecipientHandler = (*postfixHandler)(nil)
+var _ smtpd.RecipientHandler = (*postfixHandler)(nil)
 
 func (h *postfixHandler) messages() []postfixMessage {
 	h.mu.Lock()
@@ -190,20 +192,23 @@ func (h *postfixHandler) starts() int {
 	return h.dataStarts
 }
 
-// postfixServe serves srv with a postfixHandler and a trace on 127.0.0.1 and returns
-// them and the port.
-func postfixServe(t *testing.T, srv *Server) (*postfixHandler, *postfixTrace, int) {
+// postfixServe serves a postfixHandler with a trace as its logger on a fresh
+// loopback port (smtptest.NewServer), the options set by opts, and returns them
+// and the port.
+func postfixServe(t *testing.T, opts func(*smtpd.Server)) (*postfixHandler, *postfixTrace, int) {
 	t.Helper()
 	h := &postfixHandler{}
 	tr := &postfixTrace{}
-	srv.Handler, srv.Logger = h, tr.logger()
-	addr := serve(t, srv)
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) {
+		opts(s)
+		s.Logger = tr.logger()
+	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", tr.String())
 		}
 	})
-	_, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(ts.Addr)
 	require.NoError(t, err)
 	n, err := strconv.Atoi(port)
 	require.NoError(t, err)

@@ -1,8 +1,7 @@
-package smtpd
+package interop
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -13,61 +12,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
 
 // More real SMTP clients we did not write (msmtp, curl, gnutls-cli, nodemailer),
 // each run as a command over loopback against the server; the message stored by
-// OnMessage is compared byte for byte. The helpers clientsNeed, clientsServe,
-// clientsCheck, clientsCertPEM ... are in clients_test.go.
-
-// cliRun runs a tool with stdin and extra environment variables (NAME=value) under
-// clientsTimeout and returns its stdout and stderr, failing the test (with both) when
-// it does not exit 0.
-func cliRun(t *testing.T, stdin string, env []string, name string, args ...string) (string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	require.NoError(t, err, "%s %q\nstdout:\n%s\nstderr:\n%s", name, args, stdout.String(), stderr.String())
-	return stdout.String(), stderr.String()
-}
-
-// cliRunFail runs a tool as cliRun does, requires it to fail and returns its stdout
-// and stderr together.
-func cliRunFail(t *testing.T, stdin string, env []string, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), clientsTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	require.Error(t, err, "%s %q must fail; output:\n%s", name, args, out)
-	require.NotErrorIs(t, ctx.Err(), context.DeadlineExceeded, "%s timed out; output:\n%s", name, out)
-	return string(out)
-}
-
-// cliImplicitServe starts a server with one port on 127.0.0.1 that speaks implicit
-// TLS (Serve ignores ImplicitTLSPorts, so it is Start) and returns it, its handler
-// and its address.
-func cliImplicitServe(t *testing.T, authMode AuthMode) (*Server, *secHandler, string) {
-	t.Helper()
-	port := freePorts(t, 1)[0]
-	h := newSecHandler()
-	srv := &Server{Handler: h, Hosts: "127.0.0.1", Ports: port, ImplicitTLSPorts: port,
-		TLSMode: TLSRequired, AuthMode: authMode}
-	tlsStartServer(t, srv)
-	return srv, h, net.JoinHostPort("127.0.0.1", port)
-}
-
-// cliI18n turns Internationalization (8BITMIME, SMTPUTF8) on, for clientsServe.
-func cliI18n(srv *Server) { srv.Internationalization = true }
+// OnMessage is compared byte for byte. The helpers clientsNeed, cliRun ... are in
+// helpers_test.go, clientsServe, clientsCheck ... in clients_handler_test.go.
 
 // --- msmtp ---------------------------------------------------------------------
 
@@ -90,7 +43,7 @@ func cliPasswordEval(t *testing.T) string {
 func TestMsmtp(t *testing.T) {
 	t.Run("plain", func(t *testing.T) {
 		msmtp := clientsNeed(t, "msmtp")
-		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden)
+		_, h, addr := clientsServe(t, smtpd.TLSForbidden, smtpd.AuthForbidden)
 		args := append(cliMsmtpArgs(addr), "--auth=off", "--tls=off", "--from=a@example.com", "--", "b@example.com")
 		cliRun(t, clientsMessage, nil, msmtp, args...)
 		clientsCheck(t, h, false, "")
@@ -99,7 +52,7 @@ func TestMsmtp(t *testing.T) {
 	})
 	t.Run("STARTTLS AUTH PLAIN", func(t *testing.T) {
 		msmtp := clientsNeed(t, "msmtp")
-		srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		srv, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		args := append(cliMsmtpArgs(addr), "--tls=on", "--tls-starttls=on", "--tls-trust-file="+clientsCertPEM(t, srv),
 			"--auth=plain", "--user="+authUser, "--passwordeval="+cliPasswordEval(t),
 			"--read-envelope-from", "--", "b@example.com")
@@ -110,7 +63,7 @@ func TestMsmtp(t *testing.T) {
 	})
 	t.Run("implicit TLS AUTH PLAIN", func(t *testing.T) {
 		msmtp := clientsNeed(t, "msmtp")
-		srv, h, addr := cliImplicitServe(t, AuthRequired)
+		srv, h, addr := cliImplicitServe(t, smtpd.AuthRequired)
 		args := append(cliMsmtpArgs(addr), "--tls=on", "--tls-starttls=off", "--tls-trust-file="+clientsCertPEM(t, srv),
 			"--auth=plain", "--user="+authUser, "--passwordeval="+cliPasswordEval(t),
 			"--from=a@example.com", "--", "b@example.com")
@@ -121,15 +74,15 @@ func TestMsmtp(t *testing.T) {
 	})
 	t.Run("STARTTLS another CA", func(t *testing.T) {
 		msmtp := clientsNeed(t, "msmtp")
-		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		_, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		args := append(cliMsmtpArgs(addr), "--tls=on", "--tls-starttls=on",
-			"--tls-trust-file="+filepath.Join("testdata", "certs", "selfsigned.crt"),
+			"--tls-trust-file="+filepath.Join(repoRoot, "testdata", "certs", "selfsigned.crt"),
 			"--auth=plain", "--user="+authUser, "--passwordeval="+cliPasswordEval(t),
 			"--from=a@example.com", "--", "b@example.com")
 		out := cliRunFail(t, clientsMessage, nil, msmtp, args...)
 		require.Contains(t, out, "TLS certificate verification failed")
 		require.Empty(t, h.authCalls(), "no credentials sent over an unverified connection")
-		require.Empty(t, h.messages())
+		require.Empty(t, h.Messages())
 	})
 }
 
@@ -164,13 +117,13 @@ func TestCurl(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			curl := clientsNeed(t, "curl")
-			var srv *Server
+			var srv *smtpd.Server
 			var h *secHandler
 			var addr string
 			if tc.implicit {
-				srv, h, addr = cliImplicitServe(t, AuthRequired)
+				srv, h, addr = cliImplicitServe(t, smtpd.AuthRequired)
 			} else {
-				srv, h, addr = clientsServe(t, TLSRequired, AuthRequired)
+				srv, h, addr = clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 			}
 			// --ssl-reqd: STARTTLS or fail (smtp://); --cacert: the only trusted certificate.
 			args := append(cliCurlArgs(tc.scheme+"://"+addr+"/curl.example", "a@example.com", "b@example.com"),
@@ -198,27 +151,27 @@ func TestCurl(t *testing.T) {
 		// the local parts in UTF-8. The message goes as it is. LC_ALL: under the C
 		// locale curl skips the IDNA conversion and sends the UTF-8 domains unchanged.
 		curl := clientsNeed(t, "curl")
-		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden, cliI18n)
+		_, h, addr := clientsServe(t, smtpd.TLSForbidden, smtpd.AuthForbidden, cliI18n)
 		_, stderr := cliRun(t, cliUTF8Message, []string{"LC_ALL=C.UTF-8"}, curl,
 			cliCurlArgs("smtp://"+addr+"/curl.example", "jörg@bücher.example", "zoë@exämple.org")...)
 		require.Contains(t, stderr, "> MAIL FROM:<jörg@xn--bcher-kva.example> SMTPUTF8\r\n")
-		m := h.waitMessages(t, 1)[0]
-		require.Equal(t, cliUTF8Message, m.Data)
+		m := h.Wait(t, 1)[0]
+		require.Equal(t, cliUTF8Message, string(m.Data))
 		require.Equal(t, "jörg@xn--bcher-kva.example", m.From)
 		require.Equal(t, []string{"zoë@xn--exmple-cua.org"}, m.To)
-		require.Equal(t, "utf8", m.UTF8)
-		require.Equal(t, "", m.Body)
+		require.Equal(t, "utf8", m.EncodingUTF8)
+		require.Equal(t, "", m.EncodingBody)
 		require.Equal(t, "curl.example", m.Helo)
 	})
 	t.Run("UTF-8 address without SMTPUTF8 offered", func(t *testing.T) {
 		// Without Internationalization the server offers no SMTPUTF8, curl sends the
 		// UTF-8 local part without it and the server refuses the address.
 		curl := clientsNeed(t, "curl")
-		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden)
+		_, h, addr := clientsServe(t, smtpd.TLSForbidden, smtpd.AuthForbidden)
 		out := cliRunFail(t, cliUTF8Message, []string{"LC_ALL=C.UTF-8"}, curl,
 			cliCurlArgs("smtp://"+addr+"/curl.example", "jörg@bücher.example", "b@example.com")...)
 		require.Contains(t, out, "> MAIL FROM:<jörg@xn--bcher-kva.example>\r\n< 553 ")
-		require.Empty(t, h.messages())
+		require.Empty(t, h.Messages())
 	})
 }
 
@@ -258,7 +211,7 @@ func cliStartInteractive(t *testing.T, tool string, args ...string) *clientsOpen
 func TestGnutlsCli(t *testing.T) {
 	t.Run("STARTTLS", func(t *testing.T) {
 		clientsNeed(t, "gnutls-cli")
-		srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		srv, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		host, port, err := net.SplitHostPort(addr)
 		require.NoError(t, err)
 		// gnutls-cli reads the banner, sends "EHLO <host>" and STARTTLS itself and does
@@ -274,14 +227,14 @@ func TestGnutlsCli(t *testing.T) {
 	})
 	t.Run("STARTTLS another CA", func(t *testing.T) {
 		gnutls := clientsNeed(t, "gnutls-cli")
-		_, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		_, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		host, port, err := net.SplitHostPort(addr)
 		require.NoError(t, err)
 		out := cliRunFail(t, "EHLO gnutls.example\r\n", nil, gnutls, "--starttls-proto=smtp",
-			"--x509cafile="+filepath.Join("testdata", "certs", "selfsigned.crt"), "--port="+port, host)
+			"--x509cafile="+filepath.Join(repoRoot, "testdata", "certs", "selfsigned.crt"), "--port="+port, host)
 		require.Contains(t, out, "The certificate is NOT trusted")
 		require.Equal(t, []secHelo{{host, false}}, h.heloCalls(), "nothing after the failed handshake")
-		require.Empty(t, h.messages())
+		require.Empty(t, h.Messages())
 	})
 }
 
@@ -389,16 +342,17 @@ func cliSplitMessage(t *testing.T, data string) ([]string, string) {
 // cliCheckNodeMessage checks the nodemailer message built from cliNodeSpec: the
 // header fields it was given, its 7bit text body as given (LF turned into CRLF)
 // and every line CRLF-ended.
-func cliCheckNodeMessage(t *testing.T, m recorded) {
+func cliCheckNodeMessage(t *testing.T, m smtptest.Message) {
 	t.Helper()
+	data := string(m.Data)
 	require.Equal(t, "a@example.com", m.From)
 	require.Equal(t, []string{"b@example.com"}, m.To)
 	require.Equal(t, "nodemailer.example", m.Helo)
-	require.Equal(t, "", m.UTF8)
-	require.Equal(t, "", m.Body)
-	require.NotContains(t, strings.ReplaceAll(m.Data, "\r\n", ""), "\n", "bare LF in %q", m.Data)
-	require.NotContains(t, strings.ReplaceAll(m.Data, "\r\n", ""), "\r", "bare CR in %q", m.Data)
-	head, body := cliSplitMessage(t, m.Data)
+	require.Equal(t, "", m.EncodingUTF8)
+	require.Equal(t, "", m.EncodingBody)
+	require.NotContains(t, strings.ReplaceAll(data, "\r\n", ""), "\n", "bare LF in %q", data)
+	require.NotContains(t, strings.ReplaceAll(data, "\r\n", ""), "\r", "bare CR in %q", data)
+	head, body := cliSplitMessage(t, data)
 	require.Subset(t, head, []string{
 		"From: a@example.com",
 		"To: b@example.com",
@@ -414,48 +368,48 @@ func cliCheckNodeMessage(t *testing.T, m recorded) {
 
 func TestNodemailer(t *testing.T) {
 	t.Run("plain", func(t *testing.T) {
-		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden)
+		_, h, addr := clientsServe(t, smtpd.TLSForbidden, smtpd.AuthForbidden)
 		info, log := cliRunNodemailer(t, addr, cliNodeSpec())
 		require.Equal(t, []string{"b@example.com"}, info.Accepted)
 		require.Empty(t, info.Rejected)
 		require.Equal(t, "250 Requested mail action okay, completed", info.Response)
 		require.NotContains(t, log, "STARTTLS")
-		cliCheckNodeMessage(t, h.waitMessages(t, 1)[0])
+		cliCheckNodeMessage(t, h.Wait(t, 1)[0])
 		snap := h.snapshots(t, 1)[0]
 		require.False(t, snap.Encrypted)
 		require.Empty(t, h.authCalls())
-		require.Len(t, h.messages(), 1)
+		require.Len(t, h.Messages(), 1)
 	})
 	t.Run("STARTTLS AUTH", func(t *testing.T) {
-		srv, h, addr := clientsServe(t, TLSRequired, AuthRequired)
+		srv, h, addr := clientsServe(t, smtpd.TLSRequired, smtpd.AuthRequired)
 		spec := cliNodeSpec()
 		spec.RequireTLS, spec.CA, spec.User, spec.Pass = true, clientsCertPEM(t, srv), authUser, authPass
 		info, log := cliRunNodemailer(t, addr, spec)
 		require.Equal(t, []string{"b@example.com"}, info.Accepted)
 		require.Contains(t, log, "C: STARTTLS\nS: 220 Ready to start TLS\n")
 		require.Contains(t, log, "C: AUTH PLAIN ") // nodemailer's choice of LOGIN PLAIN
-		cliCheckNodeMessage(t, h.waitMessages(t, 1)[0])
+		cliCheckNodeMessage(t, h.Wait(t, 1)[0])
 		snap := h.snapshots(t, 1)[0]
 		require.True(t, snap.Encrypted)
-		require.Equal(t, authUser, snap.AuthenticationID)
+		require.Equal(t, authUser, h.Wait(t, 1)[0].AuthenticationID)
 		require.Equal(t, []secCall{{"", authUser, authPass}}, h.authCalls())
 		require.Equal(t, []secHelo{{"nodemailer.example", false}, {"nodemailer.example", true}}, h.heloCalls())
 	})
 	t.Run("implicit TLS AUTH", func(t *testing.T) {
-		srv, h, addr := cliImplicitServe(t, AuthRequired)
+		srv, h, addr := cliImplicitServe(t, smtpd.AuthRequired)
 		spec := cliNodeSpec()
 		spec.Secure, spec.CA, spec.User, spec.Pass = true, clientsCertPEM(t, srv), authUser, authPass
 		info, log := cliRunNodemailer(t, addr, spec)
 		require.Equal(t, []string{"b@example.com"}, info.Accepted)
 		require.NotContains(t, log, "STARTTLS")
-		cliCheckNodeMessage(t, h.waitMessages(t, 1)[0])
+		cliCheckNodeMessage(t, h.Wait(t, 1)[0])
 		snap := h.snapshots(t, 1)[0]
 		require.True(t, snap.Encrypted)
-		require.Equal(t, authUser, snap.AuthenticationID)
+		require.Equal(t, authUser, h.Wait(t, 1)[0].AuthenticationID)
 		require.Equal(t, []secHelo{{"nodemailer.example", true}}, h.heloCalls())
 	})
 	t.Run("SMTPUTF8", func(t *testing.T) {
-		_, h, addr := clientsServe(t, TLSForbidden, AuthForbidden, cliI18n)
+		_, h, addr := clientsServe(t, smtpd.TLSForbidden, smtpd.AuthForbidden, cliI18n)
 		spec := cliNodeSpec()
 		spec.From, spec.To = "jörg@bücher.example", []string{"zoë@exämple.org", "b@example.com"}
 		spec.Subject, spec.Text = "grüße", "körper\n.punkt\n"
@@ -467,12 +421,12 @@ func TestNodemailer(t *testing.T) {
 		require.Equal(t, "jörg@bücher.example", info.Envelope.From)
 		require.Equal(t, []string{"zoë@exämple.org", "b@example.com"}, info.Accepted)
 		require.Contains(t, log, "C: MAIL FROM:<jörg@bücher.example> SMTPUTF8\n")
-		m := h.waitMessages(t, 1)[0]
+		m := h.Wait(t, 1)[0]
 		require.Equal(t, "jörg@bücher.example", m.From)
 		require.Equal(t, []string{"zoë@exämple.org", "b@example.com"}, m.To)
-		require.Equal(t, "utf8", m.UTF8)
-		require.Equal(t, "", m.Body)
-		head, body := cliSplitMessage(t, m.Data)
+		require.Equal(t, "utf8", m.EncodingUTF8)
+		require.Equal(t, "", m.EncodingBody)
+		head, body := cliSplitMessage(t, string(m.Data))
 		require.Subset(t, head, []string{
 			"From: jörg@bücher.example",
 			"To: zoë@exämple.org, b@example.com",

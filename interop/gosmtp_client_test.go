@@ -1,4 +1,4 @@
-package smtpd
+package interop
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	smtp "github.com/emersion/go-smtp"
+	"github.com/midismtp/smtpd"
 	"github.com/stretchr/testify/require"
 )
 
@@ -131,8 +132,9 @@ func gosmtpLines(id string, size int) []byte {
 // CHUNKING: it sends DATA (it has no BDAT), dot-stuffed, and the message is stored
 // as written, with the SIZE= it declared.
 func TestGoSMTPSendMail(t *testing.T) {
-	srv := &Server{Chunking: true, EnhancedStatusCodes: true, DSN: true, Internationalization: true}
-	h, tr, port := postfixServe(t, srv)
+	h, tr, port := postfixServe(t, func(s *smtpd.Server) {
+		s.Chunking, s.EnhancedStatusCodes, s.DSN, s.Internationalization = true, true, true, true
+	})
 	c, _ := gosmtpDial(t, "127.0.0.1:"+strconv.Itoa(port), false)
 	ok, _ := c.Extension("CHUNKING")
 	require.True(t, ok, "CHUNKING not advertised")
@@ -163,8 +165,9 @@ func TestGoSMTPBDAT(t *testing.T) {
 		{"odd splits pipelined", 40 << 10, []int{1, 2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 997}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := &Server{Chunking: true, EnhancedStatusCodes: true, Pipelining: tc.pipelined}
-			h, tr, port := postfixServe(t, srv)
+			h, tr, port := postfixServe(t, func(s *smtpd.Server) {
+				s.Chunking, s.EnhancedStatusCodes, s.Pipelining = true, true, tc.pipelined
+			})
 			c, conn := gosmtpDial(t, "127.0.0.1:"+strconv.Itoa(port), false)
 			ok, _ := c.Extension("CHUNKING")
 			require.True(t, ok, "CHUNKING not advertised")
@@ -208,8 +211,9 @@ func TestGoSMTPBDAT(t *testing.T) {
 // itself: MAIL FROM with a larger SIZE= gets 552 5.3.4 before any data, and the
 // session goes on.
 func TestGoSMTPSizeAtMail(t *testing.T) {
-	srv := &Server{Chunking: true, EnhancedStatusCodes: true, MaxMessageSize: 2000}
-	h, _, port := postfixServe(t, srv)
+	h, _, port := postfixServe(t, func(s *smtpd.Server) {
+		s.Chunking, s.EnhancedStatusCodes, s.MaxMessageSize = true, true, 2000
+	})
 	c, _ := gosmtpDial(t, "127.0.0.1:"+strconv.Itoa(port), false)
 	limit, ok := c.MaxMessageSize()
 	require.True(t, ok)
@@ -236,8 +240,7 @@ func TestGoSMTPSizeAtMail(t *testing.T) {
 // TestGoSMTPDSN: go-smtp's DSN parameters, xtext-encoded by it, arrive decoded in
 // the Envelope.
 func TestGoSMTPDSN(t *testing.T) {
-	srv := &Server{DSN: true, EnhancedStatusCodes: true}
-	h, tr, port := postfixServe(t, srv)
+	h, tr, port := postfixServe(t, func(s *smtpd.Server) { s.DSN, s.EnhancedStatusCodes = true, true })
 	c, _ := gosmtpDial(t, "127.0.0.1:"+strconv.Itoa(port), false)
 	require.NoError(t, c.Mail("a@example.com", &smtp.MailOptions{Return: smtp.DSNReturnHeaders, EnvelopeID: "env+id=1"}))
 	require.NoError(t, c.Rcpt("b@example.com", &smtp.RcptOptions{
@@ -254,7 +257,7 @@ func TestGoSMTPDSN(t *testing.T) {
 	require.Equal(t, string(msg), m.Data)
 	require.Equal(t, "HDRS", m.Envelope.DSNRet)
 	require.Equal(t, "env+id=1", m.Envelope.DSNEnvID)
-	require.Equal(t, []RecipientDSN{{Notify: []string{"SUCCESS", "DELAY"}, ORcpt: "RFC822;orig+1@example.com"}}, m.Envelope.DSNRecipients)
+	require.Equal(t, []smtpd.RecipientDSN{{Notify: []string{"SUCCESS", "DELAY"}, ORcpt: "RFC822;orig+1@example.com"}}, m.Envelope.DSNRecipients)
 	t.Logf("go-smtp sent %q and %q", tr.received("MAIL"), tr.received("RCPT"))
 }
 
@@ -262,8 +265,9 @@ func TestGoSMTPDSN(t *testing.T) {
 // by the handler's RecipientHandler — after DATA, and (BDAT driven on its
 // connection) after BDAT LAST.
 func TestGoSMTPLMTP(t *testing.T) {
-	srv := &Server{LMTP: true, Chunking: true, EnhancedStatusCodes: true}
-	h, tr, port := postfixServe(t, srv)
+	h, tr, port := postfixServe(t, func(s *smtpd.Server) {
+		s.LMTP, s.Chunking, s.EnhancedStatusCodes = true, true, true
+	})
 	c, conn := gosmtpDial(t, "127.0.0.1:"+strconv.Itoa(port), true)
 	require.NotEmpty(t, tr.received("LHLO"))
 	msg := gosmtpLines("lmtp", 8<<10)

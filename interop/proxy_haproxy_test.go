@@ -1,21 +1,138 @@
-package smtpd
+package interop
 
 import (
 	"bytes"
 	"encoding/csv"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/midismtp/smtpd"
+	"github.com/midismtp/smtpd/smtptest"
 	"github.com/stretchr/testify/require"
 )
+
+// The PROXY protocol (ProxyTrustedNetworks) behind a real HAProxy, started by the
+// test with its own configuration (send-proxy, send-proxy-v2, health checks with
+// check-send-proxy). Only loopback: clients dial from 127.0.0.2 and 127.0.0.3 so
+// that the client's address differs from the proxy's (127.0.0.1).
+
+// proxySeen is what proxyHandler saw of a session at one hook.
+type proxySeen struct {
+	ID         string
+	RemoteIP   string
+	RemotePort int
+	ProxyIP    string
+	Encrypted  bool
+	Data       string // OnMessage only
+}
+
+// proxyHandler records the addresses of every session at OnConnect, OnHelo,
+// OnMessage and OnDisconnect.
+type proxyHandler struct {
+	smtpd.BaseHandler
+	mu                                 sync.Mutex
+	connects, helos, msgs, disconnects []proxySeen
+}
+
+func proxySeenOf(s *smtpd.Session) proxySeen {
+	return proxySeen{ID: s.ID, RemoteIP: s.RemoteIP, RemotePort: s.RemotePort, ProxyIP: s.ProxyIP,
+		Encrypted: s.IsEncrypted()}
+}
+
+func (h *proxyHandler) add(list *[]proxySeen, v proxySeen) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*list = append(*list, v)
+}
+
+func (h *proxyHandler) OnConnect(s *smtpd.Session) error {
+	h.add(&h.connects, proxySeenOf(s))
+	return nil
+}
+
+func (h *proxyHandler) OnHelo(s *smtpd.Session, _ string) error {
+	h.add(&h.helos, proxySeenOf(s))
+	return nil
+}
+
+func (h *proxyHandler) OnMessage(s *smtpd.Session) error {
+	v := proxySeenOf(s)
+	v.Data = string(s.Message.Data)
+	h.add(&h.msgs, v)
+	return nil
+}
+
+func (h *proxyHandler) OnDisconnect(s *smtpd.Session) { h.add(&h.disconnects, proxySeenOf(s)) }
+
+// seen returns a copy of one of the lists.
+func (h *proxyHandler) seen(list *[]proxySeen) []proxySeen {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]proxySeen(nil), (*list)...)
+}
+
+// proxyWaitSeen waits until list has at least n entries and returns them.
+func proxyWaitSeen(t *testing.T, h *proxyHandler, list *[]proxySeen, n int) []proxySeen {
+	t.Helper()
+	var got []proxySeen
+	require.Eventually(t, func() bool {
+		got = h.seen(list)
+		return len(got) >= n
+	}, 5*time.Second, 5*time.Millisecond, "wanted %d sessions recorded", n)
+	return got
+}
+
+// proxyLog collects the server's log (text, debug level) so that tests can check
+// that nothing was logged at WARN or ERROR.
+type proxyLog struct{ lockedBuffer }
+
+func (l *proxyLog) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// problems returns the log lines at WARN or ERROR.
+func (l *proxyLog) problems() []string {
+	var out []string
+	for _, line := range strings.Split(l.String(), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// proxyServer serves h (smtptest.NewServer) with ProxyTrustedNetworks set to
+// trusted and a short IOCmdTimeout, logging into the returned proxyLog; configure,
+// when not nil, sets more options.
+func proxyServer(t *testing.T, h *proxyHandler, trusted string, configure func(*smtpd.Server)) (*smtpd.Server, string, *proxyLog) {
+	t.Helper()
+	logs := &proxyLog{}
+	ts := smtptest.NewServer(t, h, func(s *smtpd.Server) {
+		s.ProxyTrustedNetworks, s.IOCmdTimeout, s.Logger = trusted, 500*time.Millisecond, logs.logger()
+		if configure != nil {
+			configure(s)
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return ts.Server, ts.Addr, logs
+}
+
+// proxyPort is the local port of c's connection.
+func proxyPort(c *rawClient) int { return c.conn.LocalAddr().(*net.TCPAddr).Port }
 
 // proxyHAProxy is a running HAProxy in front of one server.
 type proxyHAProxy struct {
@@ -35,7 +152,7 @@ func proxyStartHAProxy(t *testing.T, backend, send string) *proxyHAProxy {
 	bin := proxyHAProxyPath(t)
 	dir := t.TempDir()
 	hp := &proxyHAProxy{
-		addr: net.JoinHostPort("127.0.0.1", freePorts(t, 1)[0]),
+		addr: net.JoinHostPort("127.0.0.1", freePort(t)),
 		sock: filepath.Join(dir, "stats.sock"),
 		out:  &proxyLog{},
 	}
@@ -94,12 +211,7 @@ backend be
 // (not in the PATH of every user); missing, it fails under CI (clientsNeed).
 func proxyHAProxyPath(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		if fi, err := os.Stat("/usr/sbin/haproxy"); err == nil && !fi.IsDir() {
-			return "/usr/sbin/haproxy"
-		}
-	}
-	return clientsNeed(t, "haproxy")
+	return clientsNeedSbin(t, "haproxy")
 }
 
 // stat returns the "show stat" row of server s1 from the stats socket, keyed by
@@ -221,7 +333,7 @@ func TestProxyHAProxy(t *testing.T) {
 func TestProxyHAProxyPerIP(t *testing.T) {
 	t.Parallel()
 	h := &proxyHandler{}
-	srv, addr, _ := proxyServer(t, h, "127.0.0.1/32", func(s *Server) {
+	srv, addr, _ := proxyServer(t, h, "127.0.0.1/32", func(s *smtpd.Server) {
 		s.MaxConnectionsPerIP = 1
 		s.IOCmdTimeout = 5 * time.Second
 	})
@@ -241,10 +353,8 @@ func TestProxyHAProxyPerIP(t *testing.T) {
 	first.cmd("QUIT", 221)
 	first.expectClosed()
 	require.Eventually(t, func() bool {
-		c := dialFrom(t, hp.addr, "127.0.0.2")
-		code, _ := c.reply()
-		c.conn.Close()
-		return code == 220
+		code, err := bannerFrom(hp.addr, "127.0.0.2")
+		return err == nil && code == 220
 	}, 5*time.Second, 20*time.Millisecond)
 	other.cmd("QUIT", 221)
 	for _, s := range h.seen(&h.connects) {

@@ -1,0 +1,16 @@
+module github.com/midismtp/smtpd/interop
+
+go 1.26.0
+
+require (
+	github.com/emersion/go-smtp v0.26.0
+	github.com/midismtp/smtpd v0.0.0
+	github.com/stretchr/testify v1.12.1
+)
+
+require (
+	github.com/emersion/go-sasl v0.0.0-20241020182733-b788ff22d5a6 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
+)
+
+replace github.com/midismtp/smtpd => ../
