@@ -5,12 +5,12 @@ import (
 	"testing"
 )
 
-// TestRealClientChecked: behind XCLIENT (-xclient-trusted) and a PROXY header
+// TestClientAddressChecked: behind XCLIENT (-xclient-trusted) and a PROXY header
 // (-proxy-trusted), the client address they name is the one mailauth checks
 // (our field's iprev names it), the one the milters are told, and the one the
 // .json records. With DNS at hand (nsd) the e2e tests check the SPF and iprev
 // verdicts for it too.
-func TestRealClientChecked(t *testing.T) {
+func TestClientAddressChecked(t *testing.T) {
 	cases := []struct {
 		name, client, proxy string
 		args                []string

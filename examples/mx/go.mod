@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/d--j/go-milter v0.10.1
 	github.com/midismtp/smtpd v0.0.0
+	github.com/midismtp/smtpd/internal/testenv v0.0.0
 	github.com/midismtp/smtpd/mailauth v0.0.0
 	github.com/midismtp/smtpd/milter v0.0.0
 )
@@ -21,6 +22,7 @@ require (
 
 replace (
 	github.com/midismtp/smtpd => ../..
+	github.com/midismtp/smtpd/internal/testenv => ../../internal/testenv
 	github.com/midismtp/smtpd/mailauth => ../../mailauth
 	github.com/midismtp/smtpd/milter => ../../milter
 )

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -29,6 +30,10 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if err := suite.Close(); err != nil { // the real milters' daemons
+		fmt.Println(err)
+		code = 1
+	}
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}

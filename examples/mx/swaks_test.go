@@ -1,36 +1,17 @@
 package main
 
 import (
-	"os"
 	"os/exec"
 	"regexp"
 	"testing"
-)
 
-// need returns the path of the program name, or ends the test: it fails when
-// the environment variable CI is set (CI must have every tool), skips otherwise.
-func need(t testing.TB, name, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin"} {
-			if _, serr := os.Stat(dir + "/" + name); serr == nil {
-				return dir + "/" + name
-			}
-		}
-		msg := name + " is not installed (Debian package " + pkg + ")"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return path
-}
+	"github.com/midismtp/smtpd/internal/testenv/realmilter"
+)
 
 // TestSwaks: the README's client, swaks, delivers to mx in plain text and over
 // STARTTLS, and the message is stored with our field first.
 func TestSwaks(t *testing.T) {
-	swaks := need(t, "swaks", "swaks")
+	swaks := realmilter.Need(t, "swaks", "swaks")
 	mx := startMX(t)
 	for i, extra := range [][]string{nil, {"--tls"}} {
 		args := append([]string{"--server", mx.Addr, "--from", "alice@example.com", "--to", "bob@example.org",
