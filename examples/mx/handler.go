@@ -35,9 +35,9 @@ var errNoVerdict = &smtpd.SMTPError{Code: 451, EnhancedCode: "4.3.0", Message: "
 // OnMessageStream stores the message r gives (as the milters left it). When the
 // verdict is not ready yet, r is the live stream: it is spooled first (in memory
 // up to 64 KiB, then in a hidden file of the folder), since the field that goes
-// first depends on the whole message. Then
-// DMARC decides: a failure under p=reject is refused 550 5.7.1 (-dmarc-enforce)
-// or quarantined; p=quarantine and a milter's quarantine are quarantined.
+// first depends on the whole message. Then DMARC decides: a failure under
+// p=reject is refused 550 5.7.1 (-dmarc-enforce) or quarantined; p=quarantine
+// and a milter's quarantine are quarantined.
 func (m *mailbox) OnMessageStream(s *smtpd.Session, r io.Reader) error {
 	id := s.Message.ID
 	if err := m.store.checkFree(id); err != nil {

@@ -39,11 +39,13 @@
 //     milter.Wrap reads the stream to its end (the Check's end) before the
 //     milters' end of message, and calls the mailbox after them: the verdict is
 //     there when the mailbox starts, and it writes the field, then the spooled,
-//     changed message. Otherwise (no milter, or none that takes the content) the
-//     mailbox reads the live stream itself: it spools it into a hidden file of
-//     the folder, and at its end, the verdict made, writes the field and copies
-//     the spool after it (in the kernel: copy_file_range). Either way the DMARC
-//     decision (550 5.7.1) and the 250 come after the verdict.
+//     changed message. Otherwise (no milter, or none that takes the content:
+//     every milter accepted the message early, or failed under
+//     -milter-default-action accept) the mailbox reads the live stream itself:
+//     it keeps it (in memory up to 64 KiB, then in a hidden file of the folder),
+//     and at its end, the verdict made, writes the field and then the kept
+//     message (a file copied in the kernel: copy_file_range). Either way the
+//     DMARC decision (550 5.7.1) and the 250 come after the verdict.
 //
 // A milter's refusal answers before the mailbox runs: a rejected, discarded or
 // tempfailed message is never stored, and its Check is released when authStage's
