@@ -28,7 +28,7 @@
 
 GO       ?= go
 FUZZTIME ?= 20s
-NESTED   ?= internal/testenv mailauth milter examples/metrics examples/queue interop
+NESTED   ?= internal/testenv mailauth milter examples/mx examples/metrics examples/queue interop
 # nested modules with fuzz targets of their own
 FUZZED   ?= mailauth milter
 # modules with no tests of their own: vetted and built only (make load runs them)
