@@ -55,27 +55,35 @@ func lookupCommand(verb string) *command {
 }
 
 // commandLoop reads and runs command lines until QUIT, an error that closes the
-// connection, or the server shutting down.
+// connection, or the server shutting down. The wait for an idle client happens
+// here, at the top of the connection's stack (serve, commandLoop, await), so that
+// the stack a waiting session uses stays small.
 func (c *conn) commandLoop() {
 	for c.live() {
-		// AUTH with an initial response carries a whole AUTH response (RFC 4954 4)
-		// after "AUTH <mechanism> " (SASL names are at most 20 characters); every
-		// other command is cut at maxCommandLine below, unparsed.
-		line, err := c.readCommand(maxAuthResponse + 64)
-		if err == errSoftLimit || err == nil && commandTooLong(line) {
-			c.srv.stats.limit(&c.srv.stats.CommandTooLong)
-			c.log().Info("command line too long; refused", "limit", maxCommandLine)
-			c.replyError(errCommandTooLong, false)
-			continue
-		}
-		if err != nil {
+		if err := c.await(); err != nil {
 			c.readFailed(err)
 			return
 		}
-		if c.srv.isClosing.Load() {
-			c.replyError(SMTPError421, true)
-			return
-		}
+		c.nextCommand()
+	}
+}
+
+// nextCommand reads a command line (the client has sent some of it) and runs it.
+func (c *conn) nextCommand() {
+	// AUTH with an initial response carries a whole AUTH response (RFC 4954 4)
+	// after "AUTH <mechanism> " (SASL names are at most 20 characters); every
+	// other command is cut at maxCommandLine below, unparsed.
+	line, err := c.r.readLine(maxAuthResponse + 64)
+	switch {
+	case err == errSoftLimit || err == nil && commandTooLong(line):
+		c.srv.stats.limit(&c.srv.stats.CommandTooLong)
+		c.log().Info("command line too long; refused", "limit", maxCommandLine)
+		c.replyError(errCommandTooLong, false)
+	case err != nil:
+		c.readFailed(err)
+	case c.srv.isClosing.Load():
+		c.replyError(SMTPError421, true)
+	default:
 		c.commands++
 		c.runLine(line)
 	}

@@ -27,15 +27,22 @@ const keepBuffers = 200 * time.Millisecond
 // errSoftLimit, the line dropped). Pending replies are flushed before the client is
 // waited for; the whole line has one deadline, however slowly it drips in.
 func (c *conn) readCommand(soft int) ([]byte, error) {
-	if !c.r.hasLine() {
-		if err := c.flush(); err != nil {
-			return nil, errWrite
-		}
-		if err := c.waitForClient(); err != nil {
-			return nil, err
-		}
+	if err := c.await(); err != nil {
+		return nil, err
 	}
 	return c.r.readLine(soft)
+}
+
+// await makes sure the client's next line has begun to arrive: when none is
+// buffered, the pending replies are flushed and the client waited for.
+func (c *conn) await() error {
+	if c.r.hasLine() {
+		return nil
+	}
+	if err := c.flush(); err != nil {
+		return errWrite
+	}
+	return c.waitForClient()
 }
 
 // waitForClient waits, idle, until the client sends something. A session that
