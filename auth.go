@@ -232,6 +232,6 @@ func (c *conn) authDelay() {
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-c.ctx.Done():
+	case <-c.context().Done():
 	}
 }

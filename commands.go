@@ -55,17 +55,22 @@ func lookupCommand(verb string) *command {
 }
 
 // commandLoop reads and runs command lines until QUIT, an error that closes the
-// connection, or the server shutting down. The wait for an idle client happens
-// here, at the top of the connection's stack (serve, commandLoop, await), so that
-// the stack a waiting session uses stays small.
-func (c *conn) commandLoop() {
+// connection, or the server shutting down — or the client going quiet (true):
+// then run carries on on a fresh goroutine, whose wait for the client is at the
+// top of its stack (run, commandLoop, await).
+func (c *conn) commandLoop() (quiet bool) {
 	for c.live() {
-		if err := c.await(); err != nil {
+		err := c.await(true)
+		switch {
+		case err == errQuiet:
+			return true // run goes on on a fresh goroutine
+		case err != nil:
 			c.readFailed(err)
-			return
+			return false
 		}
 		c.nextCommand()
 	}
+	return false
 }
 
 // nextCommand reads a command line (the client has sent some of it) and runs it.

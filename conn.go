@@ -39,10 +39,12 @@ type conn struct {
 	readDeadline time.Time  // the read deadline set on raw now (a first idle wait's may come sooner)
 	rateDeadline bool       // lineDeadline is MinDataRate's, not the timeout's
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	logger *slog.Logger // made at its first use (log)
-	debug  bool         // Debug is enabled: protocol traces are logged
+	ctxMu    sync.Mutex         // guards ctx, cancel and canceled: hooks' goroutines and Close reach them
+	ctx      context.Context    // made at its first use (context): most sessions never need one
+	cancel   context.CancelFunc // ctx's
+	canceled bool               // the connection ended (or Close took it): a context made now is done
+	logger   *slog.Logger       // made at its first use (log)
+	debug    bool               // Debug is enabled: protocol traces are logged
 
 	implicitTLS bool   // an implicit-TLS port: the handshake follows the wait for a slot
 	tlsAccepted bool   // raw is a *tls.Conn from a TLS listener (Serve): the handshake comes first
@@ -50,7 +52,7 @@ type conn struct {
 	overLimit   bool   // accepted over MaxConnections: 421 after OnConnect
 	connected   bool   // OnConnect may have run: OnDisconnect is owed
 	holdsSlot   bool   // holds a processing slot
-	finished    bool   // serve's work returned normally (not by a panic or runtime.Goexit)
+	finished    bool   // run's work returned normally (not by a panic or runtime.Goexit)
 	ipCounted   string // the address counted against MaxConnectionsPerIP
 
 	// The SMTP dialog and its counters.
@@ -99,8 +101,7 @@ const (
 func newConn(srv *Server, nc net.Conn, implicitTLS bool) *conn {
 	c := &conn{srv: srv, cfg: &srv.cfg, h: srv.cfg.handler, raw: nc, nc: nc, implicitTLS: implicitTLS}
 	_, c.tlsAccepted = nc.(*tls.Conn)
-	c.ctx, c.cancel = context.WithCancel(srv.baseCtx)
-	s := &Session{c: c, ctx: c.ctx, ConnectedAt: time.Now().UTC(), Message: Message{CRLF: "\r\n"}}
+	s := &Session{c: c, ConnectedAt: time.Now().UTC(), Message: Message{CRLF: "\r\n"}}
 	s.LocalIP, s.LocalPort = splitAddr(nc.LocalAddr())
 	s.RemoteIP, s.RemotePort = splitAddr(nc.RemoteAddr())
 	s.ID = srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 36)
@@ -109,20 +110,54 @@ func newConn(srv *Server, nc net.Conn, implicitTLS bool) *conn {
 	return c
 }
 
-// serve runs the connection from accept to close. However it ends — a return, a
-// panic in a hook, a hook calling runtime.Goexit (as t.FailNow does) — the client
-// gets its last reply, OnDisconnect runs and the slot is given back.
-func (c *conn) serve() {
-	defer c.end()
-	defer c.recoverHook()
+// serve runs the connection from accept to close, on one goroutine at a time.
+func (c *conn) serve() { c.run(c.open) }
+
+// open is the connection's life from accept: a TLS listener's handshake, the
+// PROXY header, the welcome, then the commands; it reports whether the client went
+// quiet (see run).
+func (c *conn) open() (quiet bool) {
 	if c.tlsAccepted && !c.handshake() {
-		c.finished = true
-		return
+		return false
 	}
-	if c.readProxyHeader() && c.welcome() {
-		c.commandLoop()
-	}
+	return c.readProxyHeader() && c.welcome() && c.commandLoop()
+}
+
+// run runs work on the current goroutine. However work ends — a return, a panic in
+// a hook, a hook calling runtime.Goexit (as t.FailNow does) — the client gets its
+// last reply, OnDisconnect runs and the slot is given back; unless the client went
+// quiet: then the session goes on, waiting for it, on a new goroutine, and this
+// one ends. A goroutine's stack grows with its first write (4 KiB: the write's
+// system-call path does not fit in 2) and Go shrinks no stack below 4 KiB that
+// more than a few hundred bytes of are in use, so a quiet session's wait starts on
+// a fresh stack: the connection still has one goroutine, and an idle one costs 2
+// KiB of stack instead of 4.
+func (c *conn) run(work func() bool) {
+	quiet := false
+	defer func() {
+		if quiet {
+			go c.waitQuiet() // the last thing this goroutine does: the next one owns the conn
+			return
+		}
+		c.end()
+	}()
+	defer c.recoverHook()
+	c.finished = false
+	quiet = work()
 	c.finished = true
+}
+
+// waitQuiet is the first work of a fresh goroutine (see run): the wait for a
+// quiet client, at the very top of its stack, then the commands.
+func (c *conn) waitQuiet() {
+	err := c.waitForClient(false)
+	c.run(func() bool {
+		if err != nil {
+			c.readFailed(err)
+			return false
+		}
+		return c.commandLoop()
+	})
 }
 
 // welcome is the session's life up to its banner: OnConnect, the connection limits,
@@ -211,7 +246,7 @@ func (c *conn) recoverHook() {
 func (c *conn) end() {
 	c.enter(connClosing)
 	defer c.srv.forget(c)
-	defer c.cancel()
+	defer c.cancelContext()
 	defer c.closeConn()
 	if c.holdsSlot {
 		c.holdsSlot = false
@@ -271,13 +306,37 @@ func (c *conn) abort() {
 			break
 		}
 	}
-	defer c.cancel() // only once the 421 is out: a hook woken by it can reply nothing
+	defer c.cancelContext() // only once the 421 is out: a hook woken by it can reply nothing
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if prev != connHandshake && c.canReply() {
 		c.nc.Write([]byte(formatReply(SMTPError421.Code, c.enhancedCode(SMTPError421), SMTPError421.Message)))
 	}
 	c.raw.Close() // before unlocking: no reply may follow the 421
+}
+
+// context is the session's context (Session.Context), made at the first call: a
+// child of the server's, cancelled when the connection ends or Close takes it.
+func (c *conn) context() context.Context {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(c.srv.baseCtx)
+		if c.canceled {
+			c.cancel()
+		}
+	}
+	return c.ctx
+}
+
+// cancelContext cancels the session's context, now or as soon as it is made.
+func (c *conn) cancelContext() {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	c.canceled = true
+	if c.cancel != nil {
+		c.cancel()
+	}
 }
 
 // setLogger makes the session's logger anew for its current remote address. The
@@ -306,7 +365,7 @@ func (c *conn) lookupHosts() {
 	if !c.cfg.reverseLookup {
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.context(), 5*time.Second)
 	defer cancel()
 	if names, err := net.DefaultResolver.LookupAddr(ctx, s.LocalIP); err == nil && len(names) > 0 {
 		s.LocalHost = strings.TrimSuffix(names[0], ".")

@@ -218,3 +218,25 @@ func TestPipeliningVerdictIndependentOfTiming(t *testing.T) {
 		})
 	}
 }
+
+// TestQuietSessionTakesLinesInPieces: a session whose client went quiet waits on a
+// fresh goroutine in a small read; the line that wakes it may come in pieces, and
+// be longer than that read, without a byte lost.
+func TestQuietSessionTakesLinesInPieces(t *testing.T) {
+	addr := serve(t, &Server{Handler: unknownEcho{}})
+	c := dialGreeted(t, addr)
+	for _, line := range []string{"XA " + strings.Repeat("a", 30), "XB " + strings.Repeat("b", 1500)} {
+		time.Sleep(keepBuffers + 100*time.Millisecond) // quiet: the wait goes to a fresh goroutine
+		c.send(line[:10])
+		time.Sleep(50 * time.Millisecond)
+		c.send(line[10:] + "\r\n")
+		require.Equal(t, line, c.expect(250))
+	}
+}
+
+// unknownEcho answers an unknown command with 250 and the line.
+type unknownEcho struct{ BaseHandler }
+
+func (unknownEcho) OnUnknown(_ *Session, line string) error {
+	return &SMTPError{Code: 250, Message: line}
+}

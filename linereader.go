@@ -123,6 +123,9 @@ func (lr *lineReader) holdsBuffer() bool { return lr.br != nil }
 // peekWait is an idle session's wait: it holds no read buffer, so the first bytes
 // land in the small peek buffer.
 func (lr *lineReader) peekWait() error {
+	if len(lr.src.pending) > 0 {
+		return nil // bytes of an earlier wait, not consumed yet
+	}
 	if lr.br != nil {
 		return lr.fill() // the buffer was not empty: nothing to wait for in a small read
 	}

@@ -16,6 +16,7 @@ var (
 	errShuttingDown = errors.New("smtpd: server shutting down")
 	errAborted      = errors.New("smtpd: connection closed by Close")
 	errWrite        = errors.New("smtpd: writing a reply failed")
+	errQuiet        = errors.New("smtpd: the client is quiet: its wait goes to a fresh goroutine")
 )
 
 // keepBuffers is how long a session waiting for its client's next command keeps
@@ -27,22 +28,27 @@ const keepBuffers = 200 * time.Millisecond
 // errSoftLimit, the line dropped). Pending replies are flushed before the client is
 // waited for; the whole line has one deadline, however slowly it drips in.
 func (c *conn) readCommand(soft int) ([]byte, error) {
-	if err := c.await(); err != nil {
+	if err := c.await(false); err != nil {
 		return nil, err
 	}
 	return c.r.readLine(soft)
 }
 
 // await makes sure the client's next line has begun to arrive: when none is
-// buffered, the pending replies are flushed and the client waited for.
-func (c *conn) await() error {
+// buffered, the pending replies are flushed and the client waited for. With
+// handOff, a client gone quiet is errQuiet: the caller hands the wait to a fresh
+// goroutine (conn.run).
+func (c *conn) await(handOff bool) error {
 	if c.r.hasLine() {
 		return nil
 	}
 	if err := c.flush(); err != nil {
 		return errWrite
 	}
-	return c.waitForClient()
+	if c.r.buffered() {
+		return nil // the line has begun to arrive: readLine waits for the rest under its deadline
+	}
+	return c.waitForClient(handOff)
 }
 
 // waitForClient waits, idle, until the client sends something. A session that
@@ -53,13 +59,16 @@ func (c *conn) await() error {
 // after its banner, one back from being idle — waits in the small read at once,
 // without taking a buffer it may not need for minutes. Shutdown and stress mode
 // reach the wait through its deadline (interruptIdle, tighten).
-func (c *conn) waitForClient() error {
+func (c *conn) waitForClient(handOff bool) error {
 	if !c.enter(connIdle) {
 		return errAborted
 	}
 	defer c.enter(connActive)
 	if !c.r.holdsBuffer() {
 		c.releaseWriter()
+		if handOff {
+			return errQuiet
+		}
 		if _, err := c.armRead(true, 0); err != nil {
 			return err
 		}
@@ -74,6 +83,9 @@ func (c *conn) waitForClient() error {
 	}
 	c.releaseWriter()
 	c.r.release()
+	if handOff {
+		return errQuiet
+	}
 	if err := c.rearm(); err != nil {
 		return err
 	}

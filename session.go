@@ -97,9 +97,9 @@ type Session struct {
 	// no lock within the session.
 	UserData any
 
-	c      *conn // the connection behind it; nil for NewSession's
-	ctx    context.Context
-	logger *slog.Logger // NewSession's; a connection's is made by conn.log
+	c      *conn           // the connection behind it; nil for NewSession's
+	ctx    context.Context // NewSession's; a connection's is made by conn.context
+	logger *slog.Logger    // NewSession's; a connection's is made by conn.log
 }
 
 // NewSession returns a Session that belongs to no connection, for calling a hook
@@ -124,6 +124,9 @@ func (s *Session) IsEncrypted() bool { return !s.EncryptedAt.IsZero() }
 // Close, or by Shutdown's deadline); hooks pass it to the work they start. A
 // Session made by hand (a test's &Session{}) has context.Background().
 func (s *Session) Context() context.Context {
+	if s.c != nil {
+		return s.c.context()
+	}
 	if s.ctx == nil {
 		return context.Background()
 	}

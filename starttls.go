@@ -56,7 +56,7 @@ func (c *conn) handshake() bool {
 	if t := c.timeout(); t > 0 {
 		c.raw.SetDeadline(time.Now().Add(t))
 	}
-	err := tc.HandshakeContext(c.ctx)
+	err := tc.HandshakeContext(c.context())
 	c.raw.SetDeadline(time.Time{})
 	if err != nil {
 		c.srv.stats.TLSFailures.Add(1)
