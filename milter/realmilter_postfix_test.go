@@ -1,13 +1,9 @@
 package milter_test
 
 import (
-	"bytes"
 	"net/textproto"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/midismtp/smtpd"
 	"github.com/midismtp/smtpd/internal/testenv/realmilter"
@@ -21,8 +17,8 @@ import (
 
 // realDiffOurs starts the receiver the differential test compares with
 // Postfix, calling the milters at addrs in order; it returns where to send and
-// the recorder of what it delivered. It is milter.Wrap on an smtpd server;
-// examples/mx may take its place.
+// the recorder of what it delivered. It is milter.Wrap on an smtpd server
+// (examples/mx's TestRealPostfixDifferential compares the program itself).
 func realDiffOurs(t *testing.T, addrs []string) (string, *smtptest.Recorder) {
 	t.Helper()
 	// What the milters are told of the server itself: the same as Postfix.
@@ -34,21 +30,14 @@ func realDiffOurs(t *testing.T, addrs []string) (string, *smtptest.Recorder) {
 	return r.addr, &r.store.Recorder
 }
 
-// realDiffPostfix starts one private Postfix with a listener per milter list,
+// realDiffPostfix starts one private Postfix with a listener per milter chain,
 // relaying to a capturing server; it returns the listeners' addresses and the
 // recorder of what Postfix relayed.
-func realDiffPostfix(t *testing.T, lists [][]string) ([]string, *smtptest.Recorder) {
+func realDiffPostfix(t *testing.T, chains []realmilter.Chain) ([]string, *smtptest.Recorder) {
 	t.Helper()
 	// The sink takes 8-bit mail as it is: no conversion by Postfix's client.
 	sink := smtptest.NewServer(t, nil, func(s *smtpd.Server) { s.Internationalization = true })
-	// Our server looks up no client host name: nor does this Postfix
-	// (the milters' connect host name and macro _ are then the same).
-	c := realmilter.Postfix{RelayTo: sink.Addr, Hostname: realDiffHost,
-		Main: map[string]string{"smtpd_peername_lookup": "no"}}
-	for _, l := range lists {
-		c.Listeners = append(c.Listeners, realmilter.PostfixListener{Milters: strings.Join(l, ",")})
-	}
-	pf := realmilter.StartPostfix(t, c)
+	pf := realmilter.StartPostfix(t, realmilter.DifferentialPostfix(sink.Addr, realDiffHost, chains))
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("Postfix's maillog:\n%s", pf.Maillog())
@@ -60,17 +49,13 @@ func realDiffPostfix(t *testing.T, lists [][]string) ([]string, *smtptest.Record
 // realWaitID waits until r has a message with the Message-ID id and returns it.
 func realWaitID(t *testing.T, r *smtptest.Recorder, id string) []byte {
 	t.Helper()
-	needle := []byte("\r\nMessage-ID: <" + id + ">\r\n")
-	deadline := time.Now().Add(smtptest.DefaultTimeout)
-	for {
+	return realmilter.WaitMessageID(t, smtptest.DefaultTimeout, func() [][]byte {
+		var out [][]byte
 		for _, m := range r.Messages() {
-			if bytes.Contains(m.Data, needle) {
-				return m.Data
-			}
+			out = append(out, m.Data)
 		}
-		require.True(t, time.Now().Before(deadline), "no message <%s> after %v", id, smtptest.DefaultTimeout)
-		time.Sleep(20 * time.Millisecond)
-	}
+		return out
+	}, id)
 }
 
 // TestRealPostfixDifferential sends the same messages through the same milters
@@ -92,37 +77,30 @@ func TestRealPostfixDifferential(t *testing.T) {
 	dkim := realmilter.StartOpenDKIM(t, realmilter.OpenDKIM{Mode: "s", Key: key, Canonicalization: "simple/simple"})
 	spam := realmilter.StartSpamassMilter(t, realmilter.SpamassMilter{Spamd: realSpamd(t)})
 	clam := realmilter.StartClamavMilter(t, realmilter.ClamavMilter{Clamd: realmilter.StartClamd(t), OnInfected: "Reject", AddHeader: "Replace"})
-	chains := []struct {
-		name  string
-		addrs []string
-	}{
-		{"opendkim", []string{dkim.Addr}},
-		{"spamass", []string{spam.Addr}},
-		{"opendkim+spamass", []string{dkim.Addr, spam.Addr}},
-		{"clamav", []string{clam.Addr}},
-		{"rspamd", []string{realRspamd(t).Addr}},
+	chains := []realmilter.Chain{
+		{Name: "opendkim", Milters: []string{dkim.Addr}},
+		{Name: "spamass", Milters: []string{spam.Addr}},
+		{Name: "opendkim+spamass", Milters: []string{dkim.Addr, spam.Addr}},
+		{Name: "clamav", Milters: []string{clam.Addr}},
+		{Name: "rspamd", Milters: []string{realRspamd(t).Addr}},
 	}
-	var lists [][]string
-	for _, c := range chains {
-		lists = append(lists, c.addrs)
-	}
-	pfAddrs, pfGot := realDiffPostfix(t, lists)
+	pfAddrs, pfGot := realDiffPostfix(t, chains)
 	for i, c := range chains {
-		oursAddr, oursGot := realDiffOurs(t, c.addrs)
+		oursAddr, oursGot := realDiffOurs(t, c.Milters)
 		for _, m := range realDiffMessages {
-			t.Run(c.name+"/"+m.name, func(t *testing.T) {
-				id := c.name + "." + m.name + "@example.test"
+			t.Run(c.Name+"/"+m.name, func(t *testing.T) {
+				id := c.Name + "." + m.name + "@example.test"
 				msg := realSetID(t, m.msg, id)
 				pfErr, oursErr := realmilter.Deliver(pfAddrs[i], msg), realmilter.Deliver(oursAddr, msg)
 				// Refused: the virus by clamav-milter, GTUBE by rspamd; no other.
-				if refused := c.name == "clamav" && m.name == "eicar" || c.name == "rspamd" && m.name == "gtube"; refused {
+				if refused := c.Name == "clamav" && m.name == "eicar" || c.Name == "rspamd" && m.name == "gtube"; refused {
 					realSameRefusal(t, pfErr, oursErr)
 					return
 				}
 				require.NoError(t, pfErr, "Postfix")
 				require.NoError(t, oursErr, "milter.Wrap")
-				signed := slices.Contains(c.addrs, dkim.Addr)
-				replaced := slices.Contains(c.addrs, spam.Addr) && m.name == "gtube" // SpamAssassin's report
+				signed := slices.Contains(c.Milters, dkim.Addr)
+				replaced := slices.Contains(c.Milters, spam.Addr) && m.name == "gtube" // SpamAssassin's report
 				realCompare(t, realWaitID(t, pfGot, id), realWaitID(t, oursGot, id), dns.Addr, signed, !replaced)
 			})
 		}
@@ -166,57 +144,17 @@ func realSameRefusal(t *testing.T, pf, ours error) {
 // realSetID returns msg with its Message-ID field's value replaced by <id>.
 func realSetID(t *testing.T, msg []byte, id string) []byte {
 	t.Helper()
-	fs, body := realSplit(t, msg)
-	for i, f := range fs {
-		if strings.EqualFold(f.Name, "Message-ID") {
-			fs[i].Value = " <" + id + ">"
-		}
-	}
-	return realmilter.Join(fs, body)
+	msg, err := realmilter.WithMessageID(msg, id)
+	require.NoError(t, err)
+	return msg
 }
 
-// realBoundary finds the MIME boundary SpamAssassin makes for its report
-// ("----------=_" and random hex).
-var realBoundary = regexp.MustCompile(`boundary="(----------=_[0-9A-F.]+)"`)
-
-// realSpamassDate finds the time in the Received field spamass-milter makes
-// for SpamAssassin, which its report quotes.
-var realSpamassDate = regexp.MustCompile(`(\r\n\tby [^\r]* with SMTP id [^\r]*\r\n\t)[A-Z][a-z][a-z], \d+ [A-Z][a-z][a-z] \d{4} \d\d:\d\d:\d\d [-+]\d{4}`)
-
 // realCompare compares a message Postfix delivered with the same one delivered
-// by milter.Wrap (see TestRealPostfixDifferential). When signed, both have a
-// DKIM-Signature, which dkimpy must find good when verifies is set, and bad
-// otherwise (a body replaced after signing).
+// by milter.Wrap (see TestRealPostfixDifferential and realmilter.Differential).
+// When signed, both have a DKIM-Signature, which dkimpy must find good when
+// verifies is set, and bad otherwise (a body replaced after signing).
 func realCompare(t *testing.T, pf, ours []byte, dns string, signed, verifies bool) {
 	t.Helper()
-	var texts [2]string
-	for i, msg := range [][]byte{pf, ours} {
-		if signed {
-			ok, out := realmilter.DKIMVerify(t, msg, dns)
-			require.Equal(t, verifies, ok, "%s's DKIM-Signature: dkimpy says %s\n%s", [2]string{"Postfix", "milter.Wrap"}[i], out, msg)
-		}
-		if m := realBoundary.FindSubmatch(msg); m != nil {
-			msg = bytes.ReplaceAll(msg, m[1], []byte("BOUNDARY"))
-		}
-		fs, body := realSplit(t, msg)
-		if i == 0 { // Postfix's own Received field (the milters see it too)
-			n := len(fs)
-			fs = slices.DeleteFunc(fs, func(f realmilter.Field) bool {
-				return strings.EqualFold(f.Name, "Received") && strings.Contains(f.Value, "by "+realDiffHost+" (Postfix)")
-			})
-			require.Equal(t, n-1, len(fs), "one Received field of Postfix's in\n%s", msg)
-		}
-		var b strings.Builder
-		for _, f := range fs {
-			if strings.EqualFold(f.Name, "DKIM-Signature") {
-				// SpamAssassin's report quotes it in the body too.
-				body = bytes.ReplaceAll(body, []byte(f.Name+":"+f.Value), []byte(f.Name+":"+realmilter.DKIMTags(f.Value)))
-				f.Value = realmilter.DKIMTags(f.Value)
-			}
-			b.WriteString(f.Name + ":" + f.Value + "\r\n")
-		}
-		body = realSpamassDate.ReplaceAll(body, []byte("${1}(the time)"))
-		texts[i] = b.String() + "\r\n" + string(body)
-	}
-	require.Equal(t, texts[0], texts[1], "Postfix's (expected) and milter.Wrap's (actual) messages differ")
+	d := realmilter.Differential{Ours: "milter.Wrap", PostfixHost: realDiffHost, DNS: dns, Signed: signed, Verifies: verifies}
+	d.Compare(t, pf, ours)
 }

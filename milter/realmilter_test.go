@@ -170,17 +170,9 @@ func TestRealOpenDKIMSigns(t *testing.T) {
 	}
 }
 
-// realLeadingSpaceMsg has header fields that simple header canonicalization (RFC
-// 6376 §3.4.1) signs byte for byte: no space after the colon, two spaces, a tab,
-// folding.
-var realLeadingSpaceMsg = realmilter.Message("Body.\n",
-	"From: Alice <alice@example.test>",
-	"To:Bob <bob@dest.test>",
-	"Subject:  two spaces,",
-	"\tthen a folded line",
-	"Date:\tMon, 07 Dec 2026 20:00:00 +0000",
-	"Message-ID: <leading-space@example.test>",
-)
+// realLeadingSpaceMsg has header fields that simple header canonicalization
+// signs byte for byte (see realmilter.LeadingSpaceMessage).
+var realLeadingSpaceMsg = realmilter.LeadingSpaceMessage()
 
 // TestRealOpenDKIMLeadingSpace is the regression test for header values and their
 // leading space: OpenDKIM negotiates SMFIP_HDR_LEADSPC and signs the values it

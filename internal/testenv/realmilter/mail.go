@@ -29,6 +29,22 @@ func Message(body string, header ...string) []byte {
 	return []byte(strings.Join(header, "\r\n") + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n"))
 }
 
+// LeadingSpaceMessage returns a message whose header fields simple header
+// canonicalization (RFC 6376 §3.4.1) signs byte for byte: no space after the
+// colon, two spaces, a tab, folding. A milter client that drops or adds the
+// space before a value (OpenDKIM asks for it with SMFIP_HDR_LEADSPC) makes
+// OpenDKIM sign other bytes than those delivered.
+func LeadingSpaceMessage() []byte {
+	return Message("Body.\n",
+		"From: Alice <alice@example.test>",
+		"To:Bob <bob@dest.test>",
+		"Subject:  two spaces,",
+		"\tthen a folded line",
+		"Date:\tMon, 07 Dec 2026 20:00:00 +0000",
+		"Message-ID: <leading-space@example.test>",
+	)
+}
+
 // Field is a header field as stored: its name and its value as written after
 // the colon, folding kept.
 type Field struct{ Name, Value string }

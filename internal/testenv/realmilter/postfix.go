@@ -1,6 +1,7 @@
 package realmilter
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -132,37 +133,70 @@ func StartPostfix(t T, c Postfix) *PostfixInstance {
 		c.Hostname = "postfix.test"
 	}
 	writeFile(t, filepath.Join(conf, "main.cf"), postfixMainCf(c, dir))
-	inst := &PostfixInstance{Proc: nil, dir: dir}
-	var master1 []string
-	for _, l := range c.Listeners {
-		port := freePort(t)
-		inst.Addrs = append(inst.Addrs, "127.0.0.1:"+strconv.Itoa(port))
-		svc := fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_milters=%s", port, strings.ReplaceAll(l.Milters, " ", ","))
+	postfixQueue(t, queue, uid)
+	argv := []string{master, "-c", conf, "-d"}
+	// A listener's port may be taken between freePort and the master's bind (a
+	// client's ephemeral port): the master then exits, and starts again on
+	// other ports, at most three times, as start does.
+	var lastErr error
+	for range 3 {
+		inst := &PostfixInstance{dir: dir}
+		for range c.Listeners {
+			inst.Addrs = append(inst.Addrs, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+		}
+		writeFile(t, filepath.Join(conf, "master.cf"), postfixListeners(c, inst.Addrs)+postfixMasterCf)
+		p, err := spawn("postfix", dir, []string{"MAIL_CONFIG=" + conf}, []string{filepath.Join(dir, "maillog")}, argv...)
+		if err != nil {
+			t.Fatalf("realmilter: starting Postfix: %v", err)
+		}
+		inst.Proc = p
+		t.Cleanup(func() { p.stopChecked(t, argv) })
+		if lastErr = p.waitPostfixReady(inst.Addrs); lastErr == nil {
+			return inst
+		}
+		lastErr = fmt.Errorf("%w\n%s", lastErr, p.Output())
+		p.Stop()
+		if !errors.Is(lastErr, errExited) {
+			break
+		}
+	}
+	t.Fatalf("realmilter: Postfix did not start: %v", lastErr)
+	return nil
+}
+
+// postfixListeners writes master.cf's smtpd services: listener i of c on
+// addrs[i].
+func postfixListeners(c Postfix, addrs []string) string {
+	var b strings.Builder
+	for i, l := range c.Listeners {
+		fmt.Fprintf(&b, "%s inet n - n - - smtpd\n  -o smtpd_milters=%s\n", addrs[i], strings.ReplaceAll(l.Milters, " ", ","))
 		keys := make([]string, 0, len(l.Options))
 		for k := range l.Options {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			svc += fmt.Sprintf("\n  -o %s=%s", k, l.Options[k])
+			fmt.Fprintf(&b, "  -o %s=%s\n", k, l.Options[k])
 		}
-		master1 = append(master1, svc)
 	}
-	writeFile(t, filepath.Join(conf, "master.cf"), strings.Join(master1, "\n")+"\n"+postfixMasterCf)
-	postfixQueue(t, queue, uid)
-	p, err := spawn("postfix", dir, []string{"MAIL_CONFIG=" + conf}, []string{filepath.Join(dir, "maillog")},
-		master, "-c", conf, "-d")
-	if err != nil {
-		t.Fatalf("realmilter: starting Postfix: %v", err)
+	return b.String()
+}
+
+// waitPostfixReady waits until the master logged that it started, which it
+// does once it has bound every listener (it exits when a bind fails), and every
+// addr takes connections. It returns an error wrapping errExited when the
+// master exited first. The log line, not a connection alone, tells: another
+// process may hold the port the master could not bind.
+func (p *Proc) waitPostfixReady(addrs []string) error {
+	if err := p.waitLog(filepath.Join(p.Dir, "maillog"), "master["+strconv.Itoa(p.PID())+"]: daemon started"); err != nil {
+		return err
 	}
-	inst.Proc = p
-	t.Cleanup(func() { p.stopChecked(t, []string{master, "-c", conf, "-d"}) })
-	for _, a := range inst.Addrs {
+	for _, a := range addrs {
 		if err := p.waitListening(a); err != nil {
-			t.Fatalf("realmilter: Postfix: %v\n%s", err, p.Output())
+			return err
 		}
 	}
-	return inst
+	return nil
 }
 
 // postfixQueue makes the queue's directories, owned and protected as "postfix
