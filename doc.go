@@ -104,8 +104,8 @@
 //
 // # Memory
 //
-// Each connection has one goroutine for its whole life; an idle one gives its
-// buffers back and waits in a small read. Message data is bounded by
+// Each connection has one goroutine at a time; an idle one gives its buffers back
+// and waits in a small read, on a fresh goroutine with a small stack. Message data is bounded by
 // MaxMessageSize per message, MaxBufferedData for all buffered messages together,
 // and streaming; a SIZE= a client declares never reserves memory. The library
 // calls neither runtime.GC nor debug.FreeOSMemory and sets no GOGC, GOMEMLIMIT or

@@ -24,6 +24,12 @@ var (
 // one's session gives them back and waits in a small read (see waitForClient).
 const keepBuffers = 200 * time.Millisecond
 
+// quietAfter is how long a session that holds no buffers (a new one after its
+// banner) waits in place before its wait moves to a fresh goroutine (conn.run):
+// long enough for a client on the same network to answer the banner, short enough
+// that a burst of connections that stay silent is not a burst of 4 KiB stacks.
+const quietAfter = 20 * time.Millisecond
+
 // readCommand reads the next command line, of at most soft bytes (longer:
 // errSoftLimit, the line dropped). Pending replies are flushed before the client is
 // waited for; the whole line has one deadline, however slowly it drips in.
@@ -64,15 +70,21 @@ func (c *conn) waitForClient(handOff bool) error {
 		return errAborted
 	}
 	defer c.enter(connActive)
-	if !c.r.holdsBuffer() {
+	if !c.r.holdsBuffer() { // a new session after its banner, or a quiet one's fresh goroutine
 		c.releaseWriter()
+		wait := time.Duration(0)
 		if handOff {
-			return errQuiet
+			wait = quietAfter // a prompt client's next command finds this goroutine waiting
 		}
-		if _, err := c.armRead(true, 0); err != nil {
+		line, err := c.armRead(true, wait)
+		if err != nil {
 			return err
 		}
-		return c.afterWait(c.r.peekWait())
+		err = c.r.peekWait()
+		if handOff && isTimeout(err) && (line.IsZero() || time.Now().Before(line)) && !c.srv.isClosing.Load() {
+			return errQuiet
+		}
+		return c.afterWait(err)
 	}
 	if _, err := c.armRead(true, keepBuffers); err != nil {
 		return err
