@@ -125,7 +125,7 @@ var realDiffMessages = []struct {
 		"X-Virus-Scanned: forged",
 		"Subject: forged fields",
 		"X-Spam-Flag: NO",
-		"Date: Mon, 07 Dec 2026 20:00:00 +0000",
+		"Date: "+realmilter.Date(),
 		"X-Virus-Status: Clean (second, forged)",
 		"Message-ID: <forged@example.test>",
 	)},

@@ -286,7 +286,7 @@ func TestRealSpamAssassin(t *testing.T) {
 			fs, body := realSplit(t, r.one(t).Data)
 			require.Equal(t, []string{" YES"}, realmilter.Values(fs, "X-Spam-Flag"))
 			require.Len(t, realmilter.Values(fs, "X-Spam-Status"), 1)
-			require.Regexp(t, `^ Yes, score=\d{3,4}\.\d required=5\.0 tests=.*GTUBE`, realmilter.Values(fs, "X-Spam-Status")[0])
+			require.Regexp(t, `(?s)^ Yes, score=\d{3,4}\.\d required=5\.0 tests=.*GTUBE`, realmilter.Values(fs, "X-Spam-Status")[0])
 			require.Regexp(t, `^ multipart/mixed; boundary="`, realmilter.Values(fs, "Content-Type")[0], "the new Content-Type comes first")
 			require.Contains(t, string(body), "Spam detection software", "SpamAssassin's report replaced the body")
 			require.Contains(t, string(body), realmilter.GTUBE, "with the original attached")

@@ -20,7 +20,7 @@ func Message(body string, header ...string) []byte {
 			"From: Alice <alice@example.test>",
 			"To: Bob <bob@dest.test>",
 			"Subject: a test",
-			"Date: Mon, 07 Dec 2026 20:00:00 +0000",
+			"Date: " + Date(), // now: SpamAssassin scores a date in the past
 			"Message-ID: <realmilter@example.test>",
 			"MIME-Version: 1.0",
 			"Content-Type: text/plain; charset=us-ascii",
@@ -28,6 +28,11 @@ func Message(body string, header ...string) []byte {
 	}
 	return []byte(strings.Join(header, "\r\n") + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n"))
 }
+
+// Date is the time now as a Date field's value (RFC 5322 3.3): test messages carry
+// it, because SpamAssassin scores dates in the past (DATE_IN_PAST_*), which would
+// make results depend on the day a test runs.
+func Date() string { return time.Now().UTC().Format(time.RFC1123Z) }
 
 // LeadingSpaceMessage returns a message whose header fields simple header
 // canonicalization (RFC 6376 §3.4.1) signs byte for byte: no space after the
