@@ -3,6 +3,7 @@
 // mailauth: SPF, DKIM, DMARC, ARC, iprev) and milters (package milter), storing
 // every message it accepts in a folder as <id>.eml and <id>.json.
 //
+//	cd examples/mx
 //	go run .                                  # 127.0.0.1:2525, into ./mx-out
 //	go run . -milter inet:127.0.0.1:8891 -resolver 127.0.0.1:53
 //	go run . -h                               # every flag, and the limits
