@@ -12,7 +12,7 @@
 #                (TOOLS) are vetted and built
 #   make bench   all benchmarks, with allocations
 #   make fuzz    every fuzz target of every package of the library's module and of
-#                FUZZED (mailauth, milter), FUZZTIME each (default 20s), in turn
+#                FUZZED (mailauth, milter, examples/mx), FUZZTIME each (default 20s), in turn
 #   make load    load test by bench/load.sh: Postfix's smtp-source drives examples/sink
 #                (-quiet SINK_FLAGS), Postfix's smtp-sink and a go-smtp sink (bench/peers/
 #                gosmtp) on 127.0.0.1:12541-12543 in ROUNDS (3) rounds of SHAPES ("a b c"),
@@ -30,7 +30,7 @@ GO       ?= go
 FUZZTIME ?= 20s
 NESTED   ?= internal/testenv mailauth milter examples/mx examples/metrics examples/queue interop
 # nested modules with fuzz targets of their own
-FUZZED   ?= mailauth milter
+FUZZED   ?= mailauth milter examples/mx
 # modules with no tests of their own: vetted and built only (make load runs them)
 TOOLS    ?= bench/tools bench/peers/gosmtp
 
