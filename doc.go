@@ -105,12 +105,13 @@
 // # Memory
 //
 // Each connection has one goroutine at a time; an idle one gives its buffers back
-// and waits in a small read, on a fresh goroutine with a small stack. Message data is bounded by
-// MaxMessageSize per message, MaxBufferedData for all buffered messages together,
-// and streaming; a SIZE= a client declares never reserves memory. The library
-// calls neither runtime.GC nor debug.FreeOSMemory and sets no GOGC, GOMEMLIMIT or
-// GOMAXPROCS: memory policy is the program's — GOMEMLIMIT=1GiB in its environment,
-// say, or debug.SetMemoryLimit in its main (the README's Memory section has more).
+// and waits in a small read, on a fresh goroutine with a small stack. Message data
+// is bounded by MaxMessageSize per message, MaxBufferedData for all buffered
+// messages together, and streaming; a SIZE= a client declares never reserves
+// memory. The library never forces a garbage collection, never hands memory back
+// to the operating system itself, and sets no GC percentage, memory limit or
+// processor count: memory policy is the program's, for example a memory limit in
+// its environment or set in its main (the README's Memory section shows how).
 //
 // Where MidiSmtpServer breaks an RFC or is unsafe (SMTP smuggling, STARTTLS
 // command injection, state kept across STARTTLS, plaintext AUTH), this package
