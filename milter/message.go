@@ -74,14 +74,6 @@ func (m *message) bodyReader() io.Reader {
 	return io.NewSectionReader(m.src, m.bodyOff, m.size-m.bodyOff)
 }
 
-// bodySize is the size of the body as it is now.
-func (m *message) bodySize() int64 {
-	if m.replaced {
-		return int64(len(m.body))
-	}
-	return m.size - m.bodyOff
-}
-
 // reader reads the whole message as it is now.
 func (m *message) reader() io.Reader {
 	if !m.changed() {

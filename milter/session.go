@@ -157,10 +157,8 @@ func (ss *msession) dial(s *smtpd.Session, m *Milter) *mconn {
 // connectArgs are the SMFIC_CONNECT arguments: Postfix's host name ("[addr]"
 // when the client has none), the address family, port and address.
 func connectArgs(s *smtpd.Session) (string, gomilter.ProtoFamily, uint16, string) {
-	host := s.RemoteHost
-	if name, ok := clientName(s); !ok {
-		host = "[" + s.RemoteIP + "]"
-	} else {
+	host := "[" + s.RemoteIP + "]"
+	if name, ok := clientName(s); ok {
 		host = name
 	}
 	a, err := netip.ParseAddr(s.RemoteIP)
@@ -333,13 +331,4 @@ func (ss *msession) close() {
 		}
 	}
 	ss.conns = nil
-}
-
-// kill makes every milter call of the session end now (the server is closing).
-func (ss *msession) kill() {
-	for _, c := range ss.conns {
-		if c.gc != nil {
-			c.gc.kill()
-		}
-	}
 }

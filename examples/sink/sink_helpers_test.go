@@ -169,12 +169,6 @@ func sinkCode(err error) int {
 	return 0
 }
 
-// sinkFreePort returns a port that was free a moment ago.
-func sinkFreePort(t *testing.T) string {
-	t.Helper()
-	return sinkFreePorts(t, 1)[0]
-}
-
 // sinkFreePorts returns n distinct free ports: their listeners are open together,
 // so no two can be the same.
 func sinkFreePorts(t *testing.T, n int) []string {
